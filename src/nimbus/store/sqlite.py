@@ -1,0 +1,329 @@
+"""The on-disk store: SQLite in WAL mode, driven from one dedicated worker thread.
+
+Owns: the database file and every SQL statement that reads or writes it. Rules:
+- All SQLite work runs on one worker thread (a single-thread executor); the event loop only awaits.
+  Calls are therefore serialized, and each write is one transaction (BEGIN IMMEDIATE … COMMIT, or
+  ROLLBACK on any error). A cancelled caller does not cancel the transaction: it still commits or
+  rolls back as a whole.
+- The file and its -wal/-shm are created with mode 0600 (SQLite gives the -wal/-shm the database
+  file's mode); an existing file with looser permissions is tightened on open.
+- `PRAGMA synchronous=FULL`: a commit (e.g. `outbox_add`) is on disk when the call returns.
+- Secret and content columns (`*_blob`) go through the `ValueCodec` (see `nimbus.store.codec`).
+- Schema: numbered migrations (`nimbus.store.migrate`); a newer schema is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from nimbus.store import _tx
+from nimbus.store._sqlite_tx import OUTBOX_INSERT, OUTBOX_SELECT, SqliteTx, outbox_get
+from nimbus.store.base import (
+    JSONDict,
+    OutboxEntry,
+    Session,
+    StoreClosed,
+    StoreError,
+    UnknownOutboxEntry,
+)
+from nimbus.store.codec import PlainCodec, ValueCodec
+from nimbus.store.migrate import Migration, bundled_migrations, migrate
+from nimbus.types.events import Event, StrippedState, SyncBatch
+from nimbus.types.ids import DeviceId, EventId, RoomId, TxnId, UserId
+
+T = TypeVar("T")
+_FILE_MODE = 0o600
+
+
+def _open_connection(path: Path, migrations: list[Migration]) -> sqlite3.Connection:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+    os.close(fd)
+    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        if p.exists() and (p.stat().st_mode & 0o777) != _FILE_MODE:
+            os.chmod(p, _FILE_MODE)
+    conn = sqlite3.connect(path, isolation_level=None)
+    try:
+        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StoreError(f"could not put the database in WAL mode (got {mode!r})")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=5000")
+        migrate(conn, migrations)
+    except sqlite3.Error as exc:
+        conn.close()
+        raise StoreError(f"could not open the database: {exc}") from exc
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+class SqliteStore:
+    """The `Store` on an SQLite file. Open with `await SqliteStore.open(path)`; `await close()` after."""
+
+    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, codec: ValueCodec) -> None:
+        self._executor = executor
+        self._conn = conn
+        self._codec = codec
+        self._closed = False
+
+    @classmethod
+    async def open(
+        cls, path: Path, codec: ValueCodec | None = None, *, migrations: list[Migration] | None = None
+    ) -> SqliteStore:
+        """Open (creating if needed) and migrate the database at `path`. Raises SchemaTooNew, StoreError."""
+        codec = codec if codec is not None else PlainCodec()
+        migs = migrations if migrations is not None else bundled_migrations()
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nimbus-store")
+        loop = asyncio.get_running_loop()
+        try:
+            conn = await loop.run_in_executor(executor, _open_connection, Path(path), migs)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        return cls(executor, conn, codec)
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed:
+            raise StoreClosed("the store is closed")
+
+        def job() -> T:
+            try:
+                return fn(self._conn)
+            except sqlite3.Error as exc:
+                raise StoreError(f"database error: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def txn(conn: sqlite3.Connection) -> T:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                result = fn(conn)
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+            return result
+
+        return await self._run(txn)
+
+    # -- session ---------------------------------------------------------------------------------
+
+    async def load_session(self) -> Session | None:
+        def read(c: sqlite3.Connection) -> Session | None:
+            row = c.execute(
+                "SELECT homeserver, user_id, device_id, access_token_blob FROM session WHERE id = 1"
+            ).fetchone()
+            if row is None:
+                return None
+            token = _tx.decode_json(self._codec, row[3], "access token")
+            if not isinstance(token, str):
+                raise StoreError("stored access token is malformed")
+            return Session(str(row[0]), UserId(row[1]), DeviceId(row[2]), token)
+
+        return await self._run(read)
+
+    async def save_session(self, session: Session) -> None:
+        blob = _tx.encode_json(self._codec, session.access_token)
+        await self._write(
+            lambda c: c.execute(
+                "INSERT OR REPLACE INTO session (id, homeserver, user_id, device_id, access_token_blob) "
+                "VALUES (1, ?, ?, ?, ?)",
+                (session.homeserver, session.user_id, session.device_id, blob),
+            )
+        )
+
+    async def clear_session(self) -> None:
+        await self._write(lambda c: c.execute("DELETE FROM session"))
+
+    # -- sync ------------------------------------------------------------------------------------
+
+    async def load_sync_token(self) -> str | None:
+        def read(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT next_batch FROM sync_token WHERE id = 1").fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(read)
+
+    async def save_sync_batch(self, batch: SyncBatch) -> list[OutboxEntry]:
+        return await self._write(lambda c: _tx.apply_sync_batch(SqliteTx(c, self._codec), self._codec, batch))
+
+    # -- rooms -----------------------------------------------------------------------------------
+
+    async def room_ids(self, membership: str | None = None) -> list[RoomId]:
+        def read(c: sqlite3.Connection) -> list[RoomId]:
+            if membership is None:
+                rows = c.execute("SELECT room_id FROM rooms ORDER BY room_id").fetchall()
+            else:
+                rows = c.execute(
+                    "SELECT room_id FROM rooms WHERE membership = ? ORDER BY room_id", (membership,)
+                ).fetchall()
+            return [RoomId(r[0]) for r in rows]
+
+        return await self._run(read)
+
+    async def membership(self, room_id: RoomId) -> str | None:
+        def read(c: sqlite3.Connection) -> str | None:
+            row = c.execute("SELECT membership FROM rooms WHERE room_id = ?", (room_id,)).fetchone()
+            return None if row is None else str(row[0])
+
+        return await self._run(read)
+
+    async def state_event(self, room_id: RoomId, type: str, state_key: str = "") -> Event | None:
+        def read(c: sqlite3.Connection) -> Event | None:
+            row = c.execute(
+                "SELECT event_blob FROM current_state WHERE room_id = ? AND type = ? AND state_key = ?",
+                (room_id, type, state_key),
+            ).fetchone()
+            return None if row is None else _tx.decode_event(self._codec, row[0], room_id)
+
+        return await self._run(read)
+
+    async def state_events(self, room_id: RoomId, type: str | None = None) -> list[Event]:
+        def read(c: sqlite3.Connection) -> list[Event]:
+            sql = "SELECT event_blob FROM current_state WHERE room_id = ?"
+            args: tuple[str, ...] = (room_id,)
+            if type is not None:
+                sql, args = sql + " AND type = ?", (room_id, type)
+            rows = c.execute(sql + " ORDER BY type, state_key", args).fetchall()
+            return [_tx.decode_event(self._codec, r[0], room_id) for r in rows]
+
+        return await self._run(read)
+
+    async def timeline(
+        self, room_id: RoomId, limit: int = 50, before_event: EventId | None = None
+    ) -> list[Event]:
+        def read(c: sqlite3.Connection) -> list[Event]:
+            if limit <= 0:
+                return []
+            sql = "SELECT event_blob FROM timeline WHERE room_id = ?"
+            args: tuple[object, ...] = (room_id,)
+            if before_event is not None:
+                pos = SqliteTx(c, self._codec).event_pos(room_id, before_event)
+                if pos is None:
+                    return []
+                sql, args = sql + " AND pos < ?", (room_id, pos)
+            rows = c.execute(sql + " ORDER BY pos DESC LIMIT ?", (*args, limit)).fetchall()
+            return [_tx.decode_event(self._codec, r[0], room_id) for r in reversed(rows)]
+
+        return await self._run(read)
+
+    async def add_backfill(
+        self, room_id: RoomId, events_newest_first: list[Event], end_token: str | None
+    ) -> None:
+        await self._write(
+            lambda c: _tx.apply_backfill(
+                SqliteTx(c, self._codec), self._codec, room_id, list(events_newest_first), end_token
+            )
+        )
+
+    async def backfill_token(self, room_id: RoomId) -> str | None:
+        def read(c: sqlite3.Connection) -> str | None:
+            gap = SqliteTx(c, self._codec).newest_gap(room_id)
+            return None if gap is None else gap.token
+
+        return await self._run(read)
+
+    async def invite_state(self, room_id: RoomId) -> list[StrippedState]:
+        def read(c: sqlite3.Connection) -> list[StrippedState]:
+            rows = c.execute(
+                "SELECT event_blob FROM invite_state WHERE room_id = ? ORDER BY type, state_key", (room_id,)
+            ).fetchall()
+            return [_tx.decode_stripped(self._codec, r[0]) for r in rows]
+
+        return await self._run(read)
+
+    # -- account data ----------------------------------------------------------------------------
+
+    async def account_data(self, type: str, room_id: RoomId | None = None) -> JSONDict | None:
+        def read(c: sqlite3.Connection) -> JSONDict | None:
+            row = c.execute(
+                "SELECT content_blob FROM account_data WHERE room_id = ? AND type = ?",
+                (room_id or _tx.GLOBAL, type),
+            ).fetchone()
+            return None if row is None else _tx.decode_content(self._codec, row[0], "account data")
+
+        return await self._run(read)
+
+    async def set_account_data(self, type: str, content: JSONDict, room_id: RoomId | None = None) -> None:
+        blob = _tx.encode_json(self._codec, content)
+        await self._write(
+            lambda c: SqliteTx(c, self._codec).put_account_data(room_id or _tx.GLOBAL, type, blob)
+        )
+
+    # -- outbox ----------------------------------------------------------------------------------
+
+    async def outbox_add(self, entry: OutboxEntry) -> None:
+        blob = _tx.encode_json(self._codec, entry.content)
+
+        def write(c: sqlite3.Connection) -> None:
+            try:
+                c.execute(
+                    OUTBOX_INSERT,
+                    (
+                        entry.txn_id,
+                        entry.room_id,
+                        entry.event_type,
+                        blob,
+                        entry.state,
+                        entry.event_id,
+                        entry.created_ts,
+                        entry.attempts,
+                        entry.last_error,
+                    ),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError("an outbox entry with this transaction id already exists") from exc
+
+        await self._write(write)
+
+    async def outbox_pending(self) -> list[OutboxEntry]:
+        def read(c: sqlite3.Connection) -> list[OutboxEntry]:
+            rows = c.execute(OUTBOX_SELECT + " WHERE state = 'pending' ORDER BY created_ts, seq").fetchall()
+            return [_tx.outbox_entry(self._codec, *r) for r in rows]
+
+        return await self._run(read)
+
+    async def outbox_get(self, txn_id: TxnId) -> OutboxEntry | None:
+        return await self._run(lambda c: outbox_get(c, self._codec, txn_id))
+
+    async def _outbox_update(self, sql: str, args: tuple[object, ...]) -> None:
+        def write(c: sqlite3.Connection) -> None:
+            if c.execute(sql, args).rowcount == 0:
+                raise UnknownOutboxEntry("no outbox entry has this transaction id")
+
+        await self._write(write)
+
+    async def outbox_mark_attempt(self, txn_id: TxnId, error: str | None) -> None:
+        await self._outbox_update(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ? WHERE txn_id = ?", (error, txn_id)
+        )
+
+    async def outbox_mark_sent(self, txn_id: TxnId, event_id: EventId) -> None:
+        await self._outbox_update(
+            "UPDATE outbox SET state = 'sent', event_id = ? WHERE txn_id = ?", (event_id, txn_id)
+        )
+
+    async def outbox_mark_failed(self, txn_id: TxnId, error: str) -> None:
+        await self._outbox_update(
+            "UPDATE outbox SET state = 'failed', last_error = ? WHERE txn_id = ?", (error, txn_id)
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Close the database and stop the worker thread. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True  # new calls fail now; calls already queued run first, then the close
+        await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+        self._executor.shutdown(wait=False)
