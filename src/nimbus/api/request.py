@@ -6,12 +6,14 @@ fully percent-encoded by the builders (use `quote` below for every path paramete
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote as _quote
 
 JSONDict = dict[str, Any]
+QueryValue = str | Sequence[str]
+"""A query parameter: one value, or several for a repeated key (e.g. `via`)."""
 
 
 def quote(part: str) -> str:
@@ -32,7 +34,7 @@ class Request:
 
     method: str
     path: str
-    query: Mapping[str, str] = field(default_factory=dict)
+    query: Mapping[str, QueryValue] = field(default_factory=dict)
     json: JSONDict | None = None
     content: bytes | None = None
     content_type: str | None = None
