@@ -89,8 +89,9 @@ def pid_alive(pid: int, marker: str | None = None) -> bool:
 
 
 def read_pid(path: Path) -> int | None:
+    """The PID on the first line of `path` (None if missing or not a number)."""
     try:
-        return int(path.read_text().strip())
+        return int(path.read_text().split("\n", 1)[0].strip())
     except (OSError, ValueError):
         return None
 
