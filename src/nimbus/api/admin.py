@@ -28,7 +28,11 @@ def parse_nonce(body: Any) -> str:
 
 
 def registration_mac(
-    shared_secret: str, nonce: str, username: str, password: str, admin: bool = False,
+    shared_secret: str,
+    nonce: str,
+    username: str,
+    password: str,
+    admin: bool = False,
     user_type: str | None = None,
 ) -> str:
     """Hex HMAC-SHA1 over the NUL-separated fields, as Synapse checks it."""

@@ -352,12 +352,19 @@ def error_from_response(
     message = text if isinstance(text, str) else ""
     hdrs = headers or {}
     if status == 401 and ("flows" in obj or "session" in obj):
-        return AuthRequired(status, errcode, message or "authentication required", obj,
-                            endpoint=endpoint, headers=hdrs)
+        return AuthRequired(
+            status, errcode, message or "authentication required", obj, endpoint=endpoint, headers=hdrs
+        )
     if errcode is None:
         cls: type[MatrixError] = ServerError if status >= 500 else MatrixError
-        return cls(status, None, message or f"HTTP {status} without a Matrix error body", obj,
-                   endpoint=endpoint, headers=hdrs)
+        return cls(
+            status,
+            None,
+            message or f"HTTP {status} without a Matrix error body",
+            obj,
+            endpoint=endpoint,
+            headers=hdrs,
+        )
     return error_class(errcode)(status, errcode, message, obj, endpoint=endpoint, headers=hdrs)
 
 

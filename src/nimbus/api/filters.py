@@ -15,8 +15,9 @@ from nimbus.api.request import Request, quote
 
 def upload_filter(user_id: str, filter: Mapping[str, Any]) -> Request:
     # Spec: POST /_matrix/client/v3/user/{userId}/filter (same filter → a new id; harmless: retry-safe)
-    return Request("POST", f"/_matrix/client/v3/user/{quote(user_id)}/filter", json=dict(filter),
-                   retry_safe=True)
+    return Request(
+        "POST", f"/_matrix/client/v3/user/{quote(user_id)}/filter", json=dict(filter), retry_safe=True
+    )
 
 
 def parse_upload_filter(body: Any) -> str:

@@ -112,9 +112,7 @@ def parse_query_keys(body: Any) -> KeysQueryResponse:
     )
 
 
-def claim_keys(
-    one_time_keys: Mapping[str, Mapping[str, str]], *, timeout_ms: int | None = None
-) -> Request:
+def claim_keys(one_time_keys: Mapping[str, Mapping[str, str]], *, timeout_ms: int | None = None) -> Request:
     """`one_time_keys`: user → device → algorithm (e.g. "signed_curve25519")."""
     # Spec: POST /_matrix/client/v3/keys/claim (consumes keys: not retried after a send)
     body: JSONDict = {"one_time_keys": {u: dict(d) for u, d in one_time_keys.items()}}

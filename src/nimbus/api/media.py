@@ -36,8 +36,9 @@ def parse_mxc(uri: str) -> tuple[ServerName, str]:
     return ServerName(match.group(1)), match.group(2)
 
 
-def upload(content: bytes, content_type: str = "application/octet-stream",
-           filename: str | None = None) -> Request:
+def upload(
+    content: bytes, content_type: str = "application/octet-stream", filename: str | None = None
+) -> Request:
     # Spec: POST /_matrix/media/v3/upload
     query: dict[str, QueryValue] = {} if filename is None else {"filename": filename}
     return Request("POST", UPLOAD_PATH, query=query, content=content, content_type=content_type)

@@ -113,7 +113,10 @@ def parse_messages(body: Any, room_id: str) -> MessagesPage:
 
 
 def context(
-    room_id: str, event_id: str, *, limit: int | None = None,
+    room_id: str,
+    event_id: str,
+    *,
+    limit: int | None = None,
     filter: str | Mapping[str, Any] | None = None,
 ) -> Request:
     # Spec: GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}

@@ -69,9 +69,7 @@ def delete_backup_version(version: str) -> Request:
 def put_room_keys(version: str, rooms: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> Request:
     """`rooms`: room id → session id → KeyBackupData. Idempotent: retry-safe."""
     # Spec: PUT /_matrix/client/v3/room_keys/keys?version=
-    body = {
-        "rooms": {r: {"sessions": {s: dict(d) for s, d in sess.items()}} for r, sess in rooms.items()}
-    }
+    body = {"rooms": {r: {"sessions": {s: dict(d) for s, d in sess.items()}} for r, sess in rooms.items()}}
     return Request("PUT", f"{ROOM_KEYS}/keys", query={"version": version}, json=body, retry_safe=True)
 
 

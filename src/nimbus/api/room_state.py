@@ -57,7 +57,10 @@ def put_state_event(
 
 
 def members(
-    room_id: str, *, at: str | None = None, membership: str | None = None,
+    room_id: str,
+    *,
+    at: str | None = None,
+    membership: str | None = None,
     not_membership: str | None = None,
 ) -> Request:
     # Spec: GET /_matrix/client/v3/rooms/{roomId}/members

@@ -147,8 +147,9 @@ def _room(room_id: RoomId, membership: str, raw: JSONDict) -> RoomUpdate:
     if prev_batch is not None and not isinstance(prev_batch, str):
         counter.skip("'prev_batch' (not a string)")
         prev_batch = None
-    account_data = _typed_events(_section(raw, "account_data", counter), counter, "room account_data",
-                                 sender=False)
+    account_data = _typed_events(
+        _section(raw, "account_data", counter), counter, "room account_data", sender=False
+    )
     return RoomUpdate(
         room_id=room_id,
         membership=membership,
@@ -219,8 +220,9 @@ def parse_sync(body: Any) -> SyncBatch:
         raise MalformedResponse("'next_batch' missing or not a string", SYNC_PATH)
     counter = _Counter("the sync response")
     rooms = _rooms(_section(body, "rooms", counter), counter)
-    account_data = _typed_events(_section(body, "account_data", counter), counter, "account_data",
-                                 sender=False)
+    account_data = _typed_events(
+        _section(body, "account_data", counter), counter, "account_data", sender=False
+    )
     to_device = _typed_events(_section(body, "to_device", counter), counter, "to_device", sender=True)
     device_lists = _section(body, "device_lists", counter)
     return SyncBatch(

@@ -212,8 +212,9 @@ class Transport:
                     raise retry.error from None
                 delay = retry.delay if retry.delay is not None else self._backoff(attempt)
                 attempt += 1
-                log.info("%s %s: %s; retry %d in %.2fs", request.method, request.path, retry.reason,
-                         attempt, delay)
+                log.info(
+                    "%s %s: %s; retry %d in %.2fs", request.method, request.path, retry.reason, attempt, delay
+                )
                 if self.on_retry is not None:
                     self.on_retry(RetryInfo(request.method, request.path, attempt, delay, retry.reason))
                 await self._sleep(delay)

@@ -57,7 +57,11 @@ def test_login_password_body() -> None:
 def test_logout_and_whoami() -> None:
     assert (auth.logout().method, auth.logout().path, auth.logout().json) == ("POST", f"{V3}/logout", {})
     assert auth.logout_all().path == f"{V3}/logout/all"
-    assert (auth.whoami().method, auth.whoami().path, auth.whoami().auth) == ("GET", f"{V3}/account/whoami", True)
+    assert (auth.whoami().method, auth.whoami().path, auth.whoami().auth) == (
+        "GET",
+        f"{V3}/account/whoami",
+        True,
+    )
 
 
 def test_devices() -> None:
@@ -78,15 +82,26 @@ def test_admin_shared_secret_register() -> None:
     nonce = admin.register_nonce()
     assert (nonce.method, nonce.path, nonce.auth) == ("GET", "/_synapse/admin/v1/register", False)
     r = admin.register_with_shared_secret("sekrit", "n0nce", "bob", "pw", admin=True, displayname="Bob")
-    assert (r.method, r.path, r.auth, r.is_retry_safe()) == ("POST", "/_synapse/admin/v1/register", False, False)
+    assert (r.method, r.path, r.auth, r.is_retry_safe()) == (
+        "POST",
+        "/_synapse/admin/v1/register",
+        False,
+        False,
+    )
     expected = hmac.new(b"sekrit", b"n0nce\x00bob\x00pw\x00admin", hashlib.sha1).hexdigest()
     assert r.json == {
-        "nonce": "n0nce", "username": "bob", "password": "pw", "admin": True, "mac": expected,
+        "nonce": "n0nce",
+        "username": "bob",
+        "password": "pw",
+        "admin": True,
+        "mac": expected,
         "displayname": "Bob",
     }
     plain = admin.register_with_shared_secret("sekrit", "n0nce", "bob", "pw")
     assert plain.json is not None
-    assert plain.json["mac"] == hmac.new(b"sekrit", b"n0nce\x00bob\x00pw\x00notadmin", hashlib.sha1).hexdigest()
+    assert (
+        plain.json["mac"] == hmac.new(b"sekrit", b"n0nce\x00bob\x00pw\x00notadmin", hashlib.sha1).hexdigest()
+    )
 
 
 def test_create_room_full_and_minimal() -> None:
@@ -94,13 +109,23 @@ def test_create_room_full_and_minimal() -> None:
     pl = {"users": {USER: 100}}
     state = [{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": "m.megolm.v1.aes-sha2"}}]
     r = rooms.create_room(
-        name="n", topic="t", invite=[USER], is_direct=True, preset="trusted_private_chat",
-        initial_state=state, power_level_content_override=pl,
+        name="n",
+        topic="t",
+        invite=[USER],
+        is_direct=True,
+        preset="trusted_private_chat",
+        initial_state=state,
+        power_level_content_override=pl,
     )
     assert (r.method, r.path) == ("POST", f"{V3}/createRoom")
     assert r.json == {
-        "name": "n", "topic": "t", "invite": [USER], "is_direct": True, "preset": "trusted_private_chat",
-        "initial_state": state, "power_level_content_override": pl,
+        "name": "n",
+        "topic": "t",
+        "invite": [USER],
+        "is_direct": True,
+        "preset": "trusted_private_chat",
+        "initial_state": state,
+        "power_level_content_override": pl,
     }
     with pytest.raises(ValueError):
         rooms.create_room(preset="everyone")
@@ -139,11 +164,20 @@ def test_send_and_redact_are_retry_safe_puts_with_txn() -> None:
 
 
 def test_messages_context_event() -> None:
-    m = room_events.messages(ROOM, dir="f", from_token="s1", to_token="s2", limit=20,
-                             filter={"types": ["m.room.message"], "lazy_load_members": True})
+    m = room_events.messages(
+        ROOM,
+        dir="f",
+        from_token="s1",
+        to_token="s2",
+        limit=20,
+        filter={"types": ["m.room.message"], "lazy_load_members": True},
+    )
     assert (m.method, m.path) == ("GET", f"{V3}/rooms/{ROOM_ENC}/messages")
     assert dict(m.query) == {
-        "dir": "f", "from": "s1", "to": "s2", "limit": "20",
+        "dir": "f",
+        "from": "s1",
+        "to": "s2",
+        "limit": "20",
         "filter": '{"lazy_load_members":true,"types":["m.room.message"]}',
     }
     assert dict(room_events.messages(ROOM).query) == {"dir": "b"}
@@ -157,8 +191,13 @@ def test_messages_context_event() -> None:
 def test_sync_request_timeout_has_margin() -> None:
     r = sync.sync(since="s9", timeout_ms=30_000, filter="7", full_state=True, set_presence="offline")
     assert (r.method, r.path) == ("GET", f"{V3}/sync")
-    assert dict(r.query) == {"since": "s9", "timeout": "30000", "filter": "7", "full_state": "true",
-                             "set_presence": "offline"}
+    assert dict(r.query) == {
+        "since": "s9",
+        "timeout": "30000",
+        "filter": "7",
+        "full_state": "true",
+        "set_presence": "offline",
+    }
     assert r.timeout == pytest.approx(30.0 + sync.SYNC_TIMEOUT_MARGIN)
     assert sync.SYNC_TIMEOUT_MARGIN > 0
     first = sync.sync(timeout_ms=0)
@@ -178,11 +217,18 @@ def test_keys() -> None:
     assert (up.method, up.path) == ("POST", f"{V3}/keys/upload")
     assert up.json == {"device_keys": {"user_id": USER}, "one_time_keys": {"signed_curve25519:A": {}}}
     q = keys.query_keys([USER], timeout_ms=10_000)
-    assert (q.path, q.json, q.is_retry_safe()) == (f"{V3}/keys/query", {"device_keys": {USER: []}, "timeout": 10_000}, True)
+    assert (q.path, q.json, q.is_retry_safe()) == (
+        f"{V3}/keys/query",
+        {"device_keys": {USER: []}, "timeout": 10_000},
+        True,
+    )
     assert keys.query_keys({USER: ["D1"]}).json == {"device_keys": {USER: ["D1"]}}
     c = keys.claim_keys({USER: {"D1": "signed_curve25519"}})
     assert (c.path, c.json, c.is_retry_safe()) == (
-        f"{V3}/keys/claim", {"one_time_keys": {USER: {"D1": "signed_curve25519"}}}, False)
+        f"{V3}/keys/claim",
+        {"one_time_keys": {USER: {"D1": "signed_curve25519"}}},
+        False,
+    )
     ch = keys.key_changes("a", "b")
     assert (ch.method, ch.path, dict(ch.query)) == ("GET", f"{V3}/keys/changes", {"from": "a", "to": "b"})
 
@@ -203,12 +249,27 @@ def test_room_keys() -> None:
 
 def test_media() -> None:
     up = media.upload(b"\x89PNG", "image/png", filename="a b.png")
-    assert (up.method, up.path, up.content, up.content_type) == ("POST", "/_matrix/media/v3/upload", b"\x89PNG", "image/png")
+    assert (up.method, up.path, up.content, up.content_type) == (
+        "POST",
+        "/_matrix/media/v3/upload",
+        b"\x89PNG",
+        "image/png",
+    )
     assert dict(up.query) == {"filename": "a b.png"} and up.json is None
     dl = media.download("mxc://example.org:8448/AbC_1-2")
-    assert (dl.method, dl.path, dl.auth) == ("GET", "/_matrix/client/v1/media/download/example.org%3A8448/AbC_1-2", True)
+    assert (dl.method, dl.path, dl.auth) == (
+        "GET",
+        "/_matrix/client/v1/media/download/example.org%3A8448/AbC_1-2",
+        True,
+    )
     assert media.parse_mxc("mxc://example.org/abc") == ("example.org", "abc")
-    for bad in ["http://example.org/abc", "mxc://example.org", "mxc://example.org/a/b", "mxc:///abc", "mxc://e.org/a.b"]:
+    for bad in [
+        "http://example.org/abc",
+        "mxc://example.org",
+        "mxc://example.org/a/b",
+        "mxc:///abc",
+        "mxc://e.org/a.b",
+    ]:
         with pytest.raises(media.InvalidMxcUri):
             media.parse_mxc(bad)
 
@@ -217,12 +278,24 @@ def test_account_data_profile_filter() -> None:
     g = account_data.get_account_data(USER, "m.direct")
     assert (g.method, g.path) == ("GET", f"{V3}/user/{USER_ENC}/account_data/m.direct")
     p = account_data.put_account_data(USER, "m.tag", {"tags": {}}, room_id=ROOM)
-    assert (p.method, p.path, p.json) == ("PUT", f"{V3}/user/{USER_ENC}/rooms/{ROOM_ENC}/account_data/m.tag", {"tags": {}})
+    assert (p.method, p.path, p.json) == (
+        "PUT",
+        f"{V3}/user/{USER_ENC}/rooms/{ROOM_ENC}/account_data/m.tag",
+        {"tags": {}},
+    )
     assert profile.get_profile(USER).path == f"{V3}/profile/{USER_ENC}"
     dn = profile.set_displayname(USER, "Alice")
-    assert (dn.method, dn.path, dn.json) == ("PUT", f"{V3}/profile/{USER_ENC}/displayname", {"displayname": "Alice"})
+    assert (dn.method, dn.path, dn.json) == (
+        "PUT",
+        f"{V3}/profile/{USER_ENC}/displayname",
+        {"displayname": "Alice"},
+    )
     av = profile.set_avatar_url(USER, "mxc://e/x")
     assert (av.path, av.json) == (f"{V3}/profile/{USER_ENC}/avatar_url", {"avatar_url": "mxc://e/x"})
     f = filters.upload_filter(USER, {"room": {"timeline": {"limit": 10}}})
-    assert (f.method, f.path, f.json) == ("POST", f"{V3}/user/{USER_ENC}/filter", {"room": {"timeline": {"limit": 10}}})
+    assert (f.method, f.path, f.json) == (
+        "POST",
+        f"{V3}/user/{USER_ENC}/filter",
+        {"room": {"timeline": {"limit": 10}}},
+    )
     assert filters.get_filter(USER, "5").path == f"{V3}/user/{USER_ENC}/filter/5"

@@ -97,7 +97,9 @@ def test_unknown_token_soft_logout() -> None:
         ({"retry_after_ms": -5}, {"Retry-After": "-1"}, None),
     ],
 )
-def test_limit_exceeded_retry_after(body: dict[str, object], headers: dict[str, str], expected: int | None) -> None:
+def test_limit_exceeded_retry_after(
+    body: dict[str, object], headers: dict[str, str], expected: int | None
+) -> None:
     exc = e.error_from_response(429, {"errcode": "M_LIMIT_EXCEEDED", "error": "slow down", **body}, headers)
     assert isinstance(exc, e.LimitExceeded)
     assert exc.retry_after_ms == expected

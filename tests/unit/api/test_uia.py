@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import pytest
 
@@ -13,7 +14,7 @@ from nimbus.api.uia import UiaResult, interactive, with_password_auth
 FLOWS = {"flows": [{"stages": ["m.login.password"]}], "session": "sess-1", "params": {}}
 
 
-def uia_error(body: dict[str, object]) -> AuthRequired:
+def uia_error(body: dict[str, Any]) -> AuthRequired:
     exc = error_from_response(401, body, {})
     assert isinstance(exc, AuthRequired)
     return exc
@@ -33,9 +34,14 @@ def test_401_then_retry_with_password_and_session() -> None:
     next(flow)
     second = flow.send(UiaResult(auth_required=uia_error(FLOWS)))
     assert (second.method, second.path) == ("DELETE", "/_matrix/client/v3/devices/DEV")
-    assert second.json == {"auth": {"type": "m.login.password",
-                                    "identifier": {"type": "m.id.user", "user": "@a:x"},
-                                    "password": "pw", "session": "sess-1"}}
+    assert second.json == {
+        "auth": {
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": "@a:x"},
+            "password": "pw",
+            "session": "sess-1",
+        }
+    }
     with pytest.raises(StopIteration) as stop:
         flow.send(UiaResult(body={}))
     assert stop.value.value == {}
@@ -61,8 +67,9 @@ def test_no_password_flow_gives_up() -> None:
 
 
 def test_custom_chooser_is_bounded() -> None:
-    flow = interactive(functools.partial(devices.delete_device, "DEV"), lambda s: {"type": "m.login.dummy"},
-                       max_rounds=2)
+    flow = interactive(
+        functools.partial(devices.delete_device, "DEV"), lambda s: {"type": "m.login.dummy"}, max_rounds=2
+    )
     next(flow)
     flow.send(UiaResult(auth_required=uia_error(FLOWS)))
     flow.send(UiaResult(auth_required=uia_error(FLOWS)))
