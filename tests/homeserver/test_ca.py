@@ -28,12 +28,18 @@ def test_issued_certificate_chains_to_the_ca_with_loopback_sans(tmp_path: Path) 
     assert san.get_values_for_type(x509.DNSName) == ["localhost"]
     assert san.get_values_for_type(x509.IPAddress) == [ipaddress.ip_address("127.0.0.1")]
     now = dt.datetime.now(dt.UTC)
-    verifier = PolicyBuilder().store(Store([ca.certificate])).time(now).build_server_verifier(
-        x509.DNSName("localhost")
+    verifier = (
+        PolicyBuilder()
+        .store(Store([ca.certificate]))
+        .time(now)
+        .build_server_verifier(x509.DNSName("localhost"))
     )
     verifier.verify(leaf, [])  # raises if it does not chain or the name does not match
-    ip_verifier = PolicyBuilder().store(Store([ca.certificate])).time(now).build_server_verifier(
-        x509.IPAddress(ipaddress.ip_address("127.0.0.1"))
+    ip_verifier = (
+        PolicyBuilder()
+        .store(Store([ca.certificate]))
+        .time(now)
+        .build_server_verifier(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     )
     ip_verifier.verify(leaf, [])
     assert stat.S_IMODE(issued.private_key.stat().st_mode) == 0o600
@@ -44,8 +50,8 @@ def test_certificate_of_another_ca_does_not_verify(tmp_path: Path) -> None:
     ca1 = CertificateAuthority.load_or_create(tmp_path / "ca1")
     ca2 = CertificateAuthority.load_or_create(tmp_path / "ca2")
     leaf = load_chain(ca2.issue(tmp_path / "s").certificate)[0]
-    verifier = PolicyBuilder().store(Store([ca1.certificate])).build_server_verifier(
-        x509.DNSName("localhost")
+    verifier = (
+        PolicyBuilder().store(Store([ca1.certificate])).build_server_verifier(x509.DNSName("localhost"))
     )
     with pytest.raises(VerificationError):
         verifier.verify(leaf, [])

@@ -216,9 +216,7 @@ class PostgresCluster:
 
         # `name` matched _DB_NAME above, so it is safe inside the SQL text.
         if run(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":  # noqa: S608
-            run(
-                f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0"
-            )
+            run(f"CREATE DATABASE \"{name}\" ENCODING 'UTF8' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
         return self.database(name)
 
     def stop(self, grace: float = 10.0) -> bool:
@@ -240,4 +238,3 @@ class PostgresCluster:
         elif self.link.exists():
             shutil.rmtree(self.link, ignore_errors=True)
         self.state_file.unlink(missing_ok=True)
-
