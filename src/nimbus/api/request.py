@@ -35,8 +35,8 @@ class Request:
     method: str
     path: str
     query: Mapping[str, QueryValue] = field(default_factory=dict)
-    json: JSONDict | None = None
-    content: bytes | None = None
+    json: JSONDict | None = field(default=None, repr=False)  # may hold a password: never in repr
+    content: bytes | None = field(default=None, repr=False)
     content_type: str | None = None
     auth: bool = True
     timeout: float | None = None

@@ -19,6 +19,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Generator
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -85,6 +86,7 @@ class Transport:
         on_retry: Callable[[RetryInfo], None] | None = None,
         rng: random.Random | None = None,
         user_agent: str = "nimbus",
+        verify: str | bool = True,
     ) -> None:
         self._access_token = access_token
         self._timeout = timeout
@@ -101,6 +103,8 @@ class Transport:
             transport=transport,
             headers={"User-Agent": user_agent},
             follow_redirects=False,
+            # `verify`: True (system CAs), or the path of a PEM CA file for a self-hosted private CA.
+            verify=ssl.create_default_context(cafile=verify) if isinstance(verify, str) else verify,
         )
 
     # --- lifecycle --------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from typing import NewType
 UserId = NewType("UserId", str)
 """A user id, `@localpart:server_name`."""
 RoomId = NewType("RoomId", str)
-"""A room id, `!opaque:server_name`."""
+"""A room id: `!opaque:server_name`, or `!opaque` with no server name from room version 12 on
+(the room id is the hash of the create event; spec v1.16 "Room IDs")."""
 EventId = NewType("EventId", str)
 """An event id, `$opaque` (room versions 4+) or `$opaque:server_name`."""
 DeviceId = NewType("DeviceId", str)
@@ -32,7 +33,7 @@ class InvalidIdentifier(ValueError):
 # Loose on purpose: historical user ids allow more characters than the current grammar.
 _SERVER = r"(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+)(?::[0-9]{1,5})?"
 _USER_RE = re.compile(r"^@[^:\s]+:" + _SERVER + r"$")
-_ROOM_RE = re.compile(r"^![^:\s]+:" + _SERVER + r"$")
+_ROOM_RE = re.compile(r"^![^:\s]+(?::" + _SERVER + r")?$")
 _ALIAS_RE = re.compile(r"^#[^:\s]+:" + _SERVER + r"$")
 _EVENT_RE = re.compile(r"^\$[^\s]+$")
 _SERVER_RE = re.compile(r"^" + _SERVER + r"$")

@@ -1,0 +1,353 @@
+"""The CLI's account, room and message commands. Each is `async def cmd(args, printer) -> exit code`.
+
+They hold no protocol logic: everything goes through `nimbus.client.Client`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from nimbus.apps.cli.output import EXIT_OK, EXIT_TIMEOUT, CliTimeout, Printer
+from nimbus.apps.cli.secrets import read_password
+from nimbus.client.client import Client, profile_at
+from nimbus.client.outbox import FlushResult
+from nimbus.client.room import Message
+from nimbus.store import OutboxEntry
+from nimbus.types.errors import NimbusError
+from nimbus.types.events import Event, SyncBatch
+
+
+def _verify(args: argparse.Namespace) -> str | bool:
+    return str(args.ca_file) if getattr(args, "ca_file", None) else True
+
+
+@asynccontextmanager
+async def opened(args: argparse.Namespace) -> AsyncIterator[Client]:
+    client = await Client.open(profile_at(args.profile), verify=_verify(args))
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+def message_json(room_id: str, m: Message) -> dict[str, Any]:
+    return {
+        "type": "message",
+        "room_id": room_id,
+        "event_id": m.event_id,
+        "sender": m.sender,
+        "ts": m.ts,
+        "event_type": m.type,
+        "msgtype": m.msgtype,
+        "body": m.body,
+        "edited": m.edited,
+        "redacted": m.redacted,
+        "reply_to": m.reply_to,
+        "reactions": {k: list(v) for k, v in m.reactions.items()},
+    }
+
+
+def message_text(m: Message) -> str:
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.ts / 1000))
+    if m.redacted:
+        return f"[{when}] {m.sender}: (deleted)"
+    if m.type != "m.room.message":
+        return f"[{when}] {m.sender} · {m.type}{' ' + m.body if m.body else ''}"
+    extra = " (edited)" if m.edited else ""
+    reactions = " ".join(f"{k} x{len(v)}" for k, v in m.reactions.items())
+    return f"[{when}] {m.sender}: {m.body}{extra}{'  ' + reactions if reactions else ''}"
+
+
+# --- account ------------------------------------------------------------------------------------
+
+
+async def login(args: argparse.Namespace, out: Printer) -> int:
+    password = read_password(args.password_file, args.password_env)
+    out.progress(f"logging in to {args.homeserver} as {args.user}…")
+    client = await Client.login(
+        profile_at(args.profile),
+        args.homeserver,
+        args.user,
+        password,
+        device_name=args.device_name,
+        verify=_verify(args),
+    )
+    try:
+        out.progress("first sync…")
+        await client.sync_once(0)
+        s = client.session
+        out.result(
+            {"type": "login", "user_id": s.user_id, "device_id": s.device_id, "homeserver": s.homeserver},
+            f"logged in as {s.user_id} (device {s.device_id}) on {s.homeserver}",
+        )
+    finally:
+        await client.close()
+    return EXIT_OK
+
+
+async def logout(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        user = client.user_id
+        await client.logout()
+    out.result({"type": "logout", "user_id": user}, f"logged out {user}")
+    return EXIT_OK
+
+
+async def whoami(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        me = await client.whoami()
+        out.result(
+            {
+                "type": "whoami",
+                "user_id": me.user_id,
+                "device_id": me.device_id,
+                "homeserver": client.session.homeserver,
+            },
+            f"{me.user_id} (device {me.device_id}) on {client.session.homeserver}",
+        )
+    return EXIT_OK
+
+
+# --- rooms --------------------------------------------------------------------------------------
+
+
+async def rooms(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        await client.sync_once(0)
+        for room in await client.rooms():
+            flags = [room.membership or "unknown"]
+            if room.encrypted:
+                flags.append("encrypted")
+            if room.is_direct:
+                flags.append("direct")
+            out.result(
+                {
+                    "type": "room",
+                    "room_id": room.room_id,
+                    "name": room.name,
+                    "topic": room.topic,
+                    "membership": room.membership,
+                    "joined": room.joined_count,
+                    "invited": room.invited_count,
+                    "encrypted": room.encrypted,
+                    "direct": room.is_direct,
+                },
+                f"{room.room_id}  {room.name}  [{', '.join(flags)}; {room.joined_count} joined]",
+            )
+    return EXIT_OK
+
+
+async def create_room(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        room_id = await client.create_room(
+            name=args.name, topic=args.topic, invite=args.invite, is_direct=args.direct
+        )
+        out.result({"type": "room_created", "room_id": room_id}, room_id)
+    return EXIT_OK
+
+
+async def invite(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        await client.invite(args.room, args.user)
+    out.result({"type": "invited", "room_id": args.room, "user_id": args.user}, f"invited {args.user}")
+    return EXIT_OK
+
+
+async def join(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        room_id = await client.join(args.room, args.via)
+        await client.sync_once(0)
+    out.result({"type": "joined", "room_id": room_id}, f"joined {room_id}")
+    return EXIT_OK
+
+
+async def leave(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        await client.leave(args.room)
+    out.result({"type": "left", "room_id": args.room}, f"left {args.room}")
+    return EXIT_OK
+
+
+# --- messages -----------------------------------------------------------------------------------
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    if args.text != "-":
+        return [args.text]
+    data = sys.stdin.read()
+    if args.lines:
+        return [line for line in data.splitlines() if line.strip()]
+    data = data.rstrip("\n")
+    if not data.strip():
+        raise NimbusError("nothing to send: standard input was empty")
+    return [data]
+
+
+def _report_flush(out: Printer, accepted: list[OutboxEntry], result: FlushResult) -> int:
+    sent = {e.txn_id: e for e in result.sent}
+    failed = {e.txn_id: e for e in result.failed}
+    pending = {e.txn_id for e in result.pending}
+    for entry in accepted:
+        if entry.txn_id in sent:
+            out.result(
+                {
+                    "type": "sent",
+                    "room_id": entry.room_id,
+                    "event_id": sent[entry.txn_id].event_id,
+                    "txn_id": entry.txn_id,
+                },
+                f"sent {sent[entry.txn_id].event_id}",
+            )
+    if failed:
+        for entry in failed.values():
+            out.error(f"the server refused message {entry.txn_id}: {entry.last_error}", "refused")
+        return 1
+    mine_pending = [e for e in accepted if e.txn_id in pending]
+    if mine_pending:
+        raise CliTimeout(
+            f"{len(mine_pending)} message(s) accepted but not delivered yet ({result.last_error}); they are "
+            "kept in the outbox and delivered by the next 'nimbus send', 'outbox flush' or 'tail'"
+        )
+    return EXIT_OK
+
+
+async def send(args: argparse.Namespace, out: Printer) -> int:
+    texts = _texts(args)
+    msgtype = "m.notice" if args.notice else "m.text"
+    async with opened(args) as client:
+        accepted = [await client.send_text(args.room, text, msgtype=msgtype) for text in texts]
+        result = await client.flush_outbox(timeout=args.timeout)
+        # Earlier entries (from a crashed run) were delivered first; report ours.
+        for entry in result.sent:
+            if entry.txn_id not in {a.txn_id for a in accepted}:
+                out.progress(f"also delivered an earlier message ({entry.txn_id})")
+        return _report_flush(out, accepted, result)
+
+
+async def outbox(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        if args.action == "flush":
+            result = await client.flush_outbox(timeout=args.timeout)
+            for entry in result.sent:
+                out.result(
+                    {
+                        "type": "sent",
+                        "room_id": entry.room_id,
+                        "event_id": entry.event_id,
+                        "txn_id": entry.txn_id,
+                    },
+                    f"sent {entry.event_id} ({entry.txn_id})",
+                )
+            if result.pending:
+                raise CliTimeout(f"{len(result.pending)} message(s) still pending ({result.last_error})")
+            return EXIT_OK
+        for entry in await client.store.outbox_pending():
+            out.result(
+                {
+                    "type": "pending",
+                    "room_id": entry.room_id,
+                    "txn_id": entry.txn_id,
+                    "attempts": entry.attempts,
+                    "last_error": entry.last_error,
+                },
+                f"{entry.txn_id}  {entry.room_id}  attempts={entry.attempts}  {entry.last_error or ''}",
+            )
+    return EXIT_OK
+
+
+async def history(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        await client.sync_once(0)
+        for m in await client.history(args.room, args.limit):
+            out.result(message_json(args.room, m), message_text(m))
+    return EXIT_OK
+
+
+def _is_new_message(event: Event) -> bool:
+    """A message worth a line of its own: not an edit (edits update the message they replace)."""
+    if event.type != "m.room.message":
+        return False
+    relation = event.content.get("m.relates_to")
+    return not (isinstance(relation, dict) and relation.get("rel_type") == "m.replace")
+
+
+async def tail(args: argparse.Namespace, out: Printer) -> int:
+    """Follow a room: catch up silently, then print each new message as it arrives."""
+    async with opened(args) as client:
+        await client.sync_once(0)  # what is already there is history, not news
+        await client.room(args.room)  # a clear error for an unknown room, before waiting
+        seen = 0
+        done = asyncio.Event()
+
+        async def on_batch(batch: SyncBatch, _confirmed: list[OutboxEntry]) -> None:
+            nonlocal seen
+            new_ids = [
+                e.event_id
+                for update in batch.rooms
+                if update.room_id == args.room
+                for e in update.timeline
+                if _is_new_message(e)
+            ]
+            if not new_ids:
+                return
+            room = await client.room(args.room, limit=200)
+            by_id = {m.event_id: m for m in room.timeline}
+            for event_id in new_ids:
+                m = by_id.get(event_id)
+                if m is None or done.is_set():
+                    continue
+                out.result(message_json(args.room, m), message_text(m))
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    done.set()
+
+        client.sync.listeners.append(on_batch)
+        out.progress(f"following {args.room} (Ctrl-C to stop)")
+        stop = asyncio.Event()
+        runner = asyncio.ensure_future(client.run(stop))
+        waiter = asyncio.ensure_future(done.wait())
+        try:
+            finished, _ = await asyncio.wait(
+                [runner, waiter], timeout=args.timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if runner in finished:
+                runner.result()  # the sync loop only ends on a dead session: raise it
+            if not done.is_set() and args.timeout is not None:
+                raise CliTimeout(
+                    f"{seen} of {args.count if args.count else 'the'} message(s) arrived in {args.timeout:g}s"
+                )
+        finally:
+            stop.set()
+            waiter.cancel()
+            await asyncio.gather(runner, return_exceptions=True)
+    return EXIT_OK if done.is_set() or args.timeout is None else EXIT_TIMEOUT
+
+
+async def devices(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        if args.action == "delete":
+            if not args.device:
+                raise NimbusError("which device? 'nimbus devices delete DEVICE_ID'")
+            password = read_password(args.password_file, args.password_env, "Password (to confirm): ")
+            await client.delete_device(args.device, password)
+            out.result({"type": "device_deleted", "device_id": args.device}, f"deleted device {args.device}")
+            return EXIT_OK
+        for d in await client.devices():
+            current = d.device_id == client.device_id
+            out.result(
+                {
+                    "type": "device",
+                    "device_id": d.device_id,
+                    "display_name": d.display_name,
+                    "last_seen_ts": d.last_seen_ts,
+                    "current": current,
+                },
+                f"{d.device_id}  {d.display_name or ''}{'  (this device)' if current else ''}",
+            )
+    return EXIT_OK

@@ -1,0 +1,139 @@
+"""`nimbus`: the command line for people and scripts.
+
+Every command takes `--json` (one JSON object per line on stdout) and `--profile DIR` (the account's
+data directory; see nimbus.client.profile). Exit codes: 0 success, 1 error, 2 timeout.
+Commands that talk to a homeserver hold the profile's write lock while they run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+from nimbus.apps.cli import commands, demo
+from nimbus.apps.cli.output import EXIT_ERROR, EXIT_TIMEOUT, CliTimeout, Printer
+from nimbus.homeserver import cli as homeserver_cli
+from nimbus.types.errors import NimbusError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="one JSON object per line on stdout")
+    common.add_argument("--profile", metavar="DIR", help="profile directory (default: per-user data dir)")
+    common.add_argument("--ca-file", metavar="PEM", help="trust this CA for the homeserver's TLS")
+    common.add_argument("-v", "--verbose", action="store_true", help="log what happens (never secrets)")
+
+    parser = argparse.ArgumentParser(prog="nimbus", description="nimbus: a privacy-first Matrix messenger.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, parents=[common], description=help)
+
+    p = add("login", "log in and keep the session in the profile")
+    p.add_argument("homeserver", help="homeserver URL, or a server name resolved through .well-known")
+    p.add_argument("user", help="user id (@name:server) or localpart")
+    p.add_argument("--password-file", metavar="FILE")
+    p.add_argument("--password-env", metavar="VAR")
+    p.add_argument("--device-name", default="nimbus CLI")
+    p.set_defaults(func=commands.login)
+
+    add(
+        "logout", "log out: the server forgets the device's token, the profile forgets the session"
+    ).set_defaults(func=commands.logout)
+    add("whoami", "the logged-in user and device").set_defaults(func=commands.whoami)
+    add("rooms", "rooms you are in or invited to").set_defaults(func=commands.rooms)
+
+    p = add("create-room", "create a room and print its id")
+    p.add_argument("--name")
+    p.add_argument("--topic")
+    p.add_argument("--invite", action="append", default=[], metavar="USER")
+    p.add_argument("--direct", action="store_true", help="a direct chat (recorded in m.direct)")
+    p.set_defaults(func=commands.create_room)
+
+    p = add("invite", "invite a user to a room")
+    p.add_argument("room")
+    p.add_argument("user")
+    p.set_defaults(func=commands.invite)
+
+    p = add("join", "join a room by id or alias")
+    p.add_argument("room")
+    p.add_argument("--via", action="append", default=[], metavar="SERVER")
+    p.set_defaults(func=commands.join)
+
+    p = add("leave", "leave a room")
+    p.add_argument("room")
+    p.set_defaults(func=commands.leave)
+
+    p = add("send", "send a text message (TEXT, or standard input when TEXT is '-' or left out)")
+    p.add_argument("room")
+    p.add_argument("text", nargs="?", default="-")
+    p.add_argument("--lines", action="store_true", help="with stdin: send each non-empty line as a message")
+    p.add_argument("--notice", action="store_true", help="send as m.notice (for bots and alerts)")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for delivery (default 30)")
+    p.set_defaults(func=commands.send)
+
+    p = add("tail", "follow new messages in a room")
+    p.add_argument("room")
+    p.add_argument("--count", type=int, help="exit after N messages")
+    p.add_argument("--timeout", type=float, help="exit with code 2 if the messages do not come in S seconds")
+    p.set_defaults(func=commands.tail)
+
+    p = add("history", "recent messages of a room")
+    p.add_argument("room")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(func=commands.history)
+
+    p = add("devices", "list your devices, or revoke one with 'devices delete DEVICE'")
+    p.add_argument("action", nargs="?", choices=["list", "delete"], default="list")
+    p.add_argument("device", nargs="?")
+    p.add_argument("--password-file", metavar="FILE")
+    p.add_argument("--password-env", metavar="VAR")
+    p.set_defaults(func=commands.devices)
+
+    p = add("outbox", "messages accepted but not yet delivered; 'outbox flush' delivers them")
+    p.add_argument("action", nargs="?", choices=["list", "flush"], default="list")
+    p.add_argument("--timeout", type=float, default=30.0)
+    p.set_defaults(func=commands.outbox)
+
+    p = add("demo", "start a two-server local federation and show two people talking across it")
+    p.add_argument("--dir", help="where the demo keeps its servers and profiles (default ./.nimbus-demo)")
+    p.add_argument("--exit", action="store_true", help="stop the servers when the exchange is done")
+    p.set_defaults(func=demo.run)
+
+    hs = sub.add_parser("homeserver", help="run local Synapse homeservers and federations (the kit)")
+    homeserver_cli.add_subcommands(hs)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+        stream=sys.stderr,
+    )
+    if args.command == "homeserver":
+        return int(args.func(args))
+    printer = Printer(bool(args.json))
+    try:
+        return int(asyncio.run(args.func(args, printer)))
+    except CliTimeout as exc:
+        printer.error(str(exc), "timeout")
+        return EXIT_TIMEOUT
+    except NimbusError as exc:
+        printer.error(str(exc), type(exc).__name__)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        printer.error("interrupted", "interrupted")
+        return 130
+    except OSError as exc:
+        printer.error(f"{exc.strerror or exc} ({getattr(exc, 'filename', '') or ''})", "os-error")
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
