@@ -182,6 +182,7 @@ class Lab:
                     "dir": str(hs.data_dir),
                     "server_name": hs.server_name,
                     "client_url": hs.client_url,
+                    "client_port": hs.config.client_port,
                     "federation_port": hs.federation_port,
                     "pid": hs.pid,
                 }
