@@ -1,0 +1,73 @@
+"""Run the `nimbus` CLI as a subprocess, as scripts and people do (helpers for integration tests)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Result:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def objects(self) -> list[dict[str, Any]]:
+        """The --json output: one object per line."""
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+def env_with(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(extra)
+    return env
+
+
+def command(profile: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "nimbus.apps.cli.main", *args, "--profile", str(profile)]
+
+
+def nimbus(
+    profile: Path,
+    *args: str,
+    input: str | None = None,
+    timeout: float = 90,
+    env: dict[str, str] | None = None,
+) -> Result:
+    proc = subprocess.run(
+        command(profile, *args),
+        input=input,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+        stdin=None if input is not None else subprocess.DEVNULL,
+    )
+    return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+def login(profile: Path, url: str, user_id: str, password: str, *extra: str) -> Result:
+    result = nimbus(
+        profile,
+        "login",
+        url,
+        user_id,
+        "--password-env",
+        "NIMBUS_TEST_PASSWORD",
+        "--json",
+        *extra,
+        env=env_with(NIMBUS_TEST_PASSWORD=password),
+    )
+    assert result.code == 0, result.stderr
+    return result
+
+
+NewUser = Callable[..., tuple[str, str]]
+"""The `new_user` fixture: `new_user(server, prefix) -> (user_id, password)`."""

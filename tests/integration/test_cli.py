@@ -1,0 +1,219 @@
+"""The `nimbus` CLI against a real Synapse: every command, --json output, exit codes, the profile lock."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from nimbus.homeserver import Homeserver
+from tests.integration.cli import NewUser, command, env_with, login, nimbus
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def alice(homeserver: Homeserver, new_user: NewUser, tmp_path: Path) -> tuple[Path, str, str]:
+    user_id, password = new_user(homeserver, "alice")
+    profile = tmp_path / "alice"
+    login(profile, homeserver.client_url, user_id, password)
+    return profile, user_id, password
+
+
+@pytest.fixture
+def bob(homeserver: Homeserver, new_user: NewUser, tmp_path: Path) -> tuple[Path, str, str]:
+    user_id, password = new_user(homeserver, "bob")
+    profile = tmp_path / "bob"
+    login(profile, homeserver.client_url, user_id, password)
+    return profile, user_id, password
+
+
+def room_with(alice: tuple[Path, str, str], bob: tuple[Path, str, str]) -> str:
+    created = nimbus(alice[0], "create-room", "--name", "ops", "--invite", bob[1], "--json")
+    assert created.code == 0, created.stderr
+    room_id = created.objects[0]["room_id"]
+    joined = nimbus(bob[0], "join", room_id, "--json")
+    assert joined.code == 0, joined.stderr
+    return str(room_id)
+
+
+def test_login_whoami_rooms_and_logout(alice: tuple[Path, str, str], bob: tuple[Path, str, str]) -> None:
+    profile, user_id, _ = alice
+    me = nimbus(profile, "whoami", "--json")
+    assert me.code == 0 and me.objects[0]["user_id"] == user_id
+    readable = nimbus(profile, "whoami")
+    assert user_id in readable.stdout
+
+    room_id = room_with(alice, bob)
+    rooms = nimbus(profile, "rooms", "--json")
+    assert rooms.code == 0
+    (room,) = [r for r in rooms.objects if r["room_id"] == room_id]
+    assert room["name"] == "ops" and room["membership"] == "join" and room["joined"] == 2
+
+    out = nimbus(profile, "logout", "--json")
+    assert out.code == 0
+    again = nimbus(profile, "whoami")
+    assert again.code == 1 and "not logged in" in again.stderr
+
+
+def test_send_history_and_stdin_for_scripts(alice: tuple[Path, str, str], bob: tuple[Path, str, str]) -> None:
+    room_id = room_with(alice, bob)
+    sent = nimbus(alice[0], "send", room_id, "first message", "--json")
+    assert sent.code == 0, sent.stderr
+    assert sent.objects[0]["event_id"].startswith("$")
+    piped = nimbus(alice[0], "send", room_id, "--notice", "--json", input="disk /var at 93%\n")
+    assert piped.code == 0, piped.stderr
+    lines = nimbus(alice[0], "send", room_id, "--lines", "--json", input="alert one\n\nalert two\n")
+    assert lines.code == 0 and len(lines.objects) == 2
+
+    history = nimbus(bob[0], "history", room_id, "--json")
+    assert history.code == 0, history.stderr
+    bodies = [m["body"] for m in history.objects if m["event_type"] == "m.room.message"]
+    assert bodies == ["first message", "disk /var at 93%", "alert one", "alert two"]
+    notices = [m for m in history.objects if m["body"] == "disk /var at 93%"]
+    assert notices[0]["msgtype"] == "m.notice"
+    readable = nimbus(bob[0], "history", room_id)
+    assert f"{alice[1]}: first message" in readable.stdout
+
+
+def test_tail_follows_new_messages_and_times_out_with_code_2(
+    alice: tuple[Path, str, str], bob: tuple[Path, str, str]
+) -> None:
+    room_id = room_with(alice, bob)
+    nimbus(alice[0], "send", room_id, "old news")
+    tail = subprocess.Popen(
+        command(bob[0], "tail", room_id, "--count", "2", "--timeout", "60", "--json"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert tail.stderr is not None
+        line = tail.stderr.readline()  # "following ROOM": it has caught up and is waiting
+        assert "following" in line
+        assert nimbus(alice[0], "send", room_id, "news 1").code == 0
+        assert nimbus(alice[0], "send", room_id, "news 2").code == 0
+        out, _ = tail.communicate(timeout=60)
+    finally:
+        if tail.poll() is None:
+            tail.kill()
+    assert tail.returncode == 0
+    import json
+
+    got = [json.loads(x)["body"] for x in out.splitlines()]
+    assert got == ["news 1", "news 2"]  # not the old message, each new one once
+
+    started = time.monotonic()
+    quiet = nimbus(bob[0], "tail", room_id, "--count", "1", "--timeout", "2", "--json")
+    assert quiet.code == 2, quiet.stderr
+    assert "timeout" in quiet.stderr and time.monotonic() - started < 30
+
+
+def test_profile_lock_refuses_a_second_writer(
+    alice: tuple[Path, str, str], bob: tuple[Path, str, str]
+) -> None:
+    room_id = room_with(alice, bob)
+    tail = subprocess.Popen(
+        command(bob[0], "tail", room_id, "--timeout", "60"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert tail.stderr is not None and "following" in tail.stderr.readline()
+        second = nimbus(bob[0], "history", room_id)
+        assert second.code == 1
+        assert "in use by another nimbus process" in second.stderr and str(tail.pid) in second.stderr
+    finally:
+        tail.kill()
+        tail.wait()
+    assert nimbus(bob[0], "history", room_id).code == 0  # the kernel dropped the lock with the process
+
+
+def test_devices_list_and_revoke_an_old_device(
+    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
+) -> None:
+    user_id, password = new_user(homeserver, "carol")
+    old, new = tmp_path / "old", tmp_path / "new"
+    old_device = login(old, homeserver.client_url, user_id, password).objects[0]["device_id"]
+    login(new, homeserver.client_url, user_id, password)
+    listed = nimbus(new, "devices", "--json")
+    assert listed.code == 0
+    assert old_device in {d["device_id"] for d in listed.objects}
+    assert [d["current"] for d in listed.objects].count(True) == 1
+
+    wrong = nimbus(
+        new, "devices", "delete", old_device, "--password-env", "PW", env=env_with(PW="wrong-password")
+    )
+    assert wrong.code == 1 and wrong.stderr
+    deleted = nimbus(
+        new, "devices", "delete", old_device, "--password-env", "PW", "--json", env=env_with(PW=password)
+    )
+    assert deleted.code == 0, deleted.stderr
+    assert old_device not in {d["device_id"] for d in nimbus(new, "devices", "--json").objects}
+    revoked = nimbus(old, "whoami")
+    assert (revoked.code == 1 and "UnknownToken" in revoked.stderr) or "token" in revoked.stderr.lower()
+
+
+def test_refuses_plaintext_into_an_encrypted_room(
+    alice: tuple[Path, str, str], homeserver: Homeserver
+) -> None:
+    import httpx
+
+    from nimbus.store import SqliteStore
+
+    async def token() -> str:
+        store = await SqliteStore.open(alice[0] / "store.db")
+        session = await store.load_session()
+        await store.close()
+        assert session is not None
+        return session.access_token
+
+    import asyncio
+
+    access_token = asyncio.run(token())
+    r = httpx.post(
+        f"{homeserver.client_url}/_matrix/client/v3/createRoom",
+        headers={"Authorization": f"Bearer {access_token}"},
+        json={
+            "initial_state": [
+                {
+                    "type": "m.room.encryption",
+                    "state_key": "",
+                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
+                }
+            ]
+        },
+    )
+    room_id = r.json()["room_id"]
+    refused = nimbus(alice[0], "send", room_id, "secret plans")
+    assert refused.code == 1
+    assert "end-to-end encrypted" in refused.stderr and "secret plans" not in refused.stderr
+    history = nimbus(alice[0], "history", room_id, "--json")
+    assert all(m.get("body") != "secret plans" for m in history.objects)
+    assert nimbus(alice[0], "outbox", "--json").objects == []  # nothing queued either
+
+
+def test_bad_input_gets_a_clear_error(alice: tuple[Path, str, str], tmp_path: Path) -> None:
+    not_a_room = nimbus(alice[0], "send", "not-a-room", "hi")
+    assert not_a_room.code == 1 and "not a room id" in not_a_room.stderr
+    unknown = nimbus(alice[0], "history", "!nosuchroom:localhost")
+    assert unknown.code == 1 and unknown.stderr
+    no_profile = nimbus(tmp_path / "nobody", "rooms")
+    assert no_profile.code == 1 and "nimbus login" in no_profile.stderr
+    no_password = nimbus(tmp_path / "p", "login", "http://127.0.0.1:9", "@x:localhost")
+    assert no_password.code == 1 and "password" in no_password.stderr
+    unreachable = nimbus(
+        tmp_path / "q",
+        "login",
+        "http://127.0.0.1:9",
+        "@x:localhost",
+        "--password-env",
+        "PW",
+        env=env_with(PW="x"),
+    )
+    assert unreachable.code == 1 and "homeserver" in unreachable.stderr
