@@ -75,7 +75,7 @@ def is_local(rec: Record) -> bool:
     if host is None:
         # getaddrinfo(None, port): a local (bind) lookup; sendto/sendmsg without an address go to
         # the peer of a connected socket, whose connect was recorded.
-        return rec["event"] != "socket.connect"
+        return bool(rec["event"] != "socket.connect")
     if not isinstance(host, str):
         return False
     if host.lower() in ("localhost", "localhost."):
