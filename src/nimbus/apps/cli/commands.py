@@ -148,6 +148,7 @@ async def create_room(args: argparse.Namespace, out: Printer) -> int:
         room_id = await client.create_room(
             name=args.name, topic=args.topic, invite=args.invite, is_direct=args.direct
         )
+        await client.sync_once(0)  # know the room's state locally (e.g. to send while offline)
         out.result({"type": "room_created", "room_id": room_id}, room_id)
     return EXIT_OK
 
