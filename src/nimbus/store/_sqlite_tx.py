@@ -108,6 +108,27 @@ class SqliteTx:
     def set_sync_token(self, token: str) -> None:
         self.c.execute("INSERT OR REPLACE INTO sync_token (id, next_batch) VALUES (1, ?)", (token,))
 
+    def put_crypto(
+        self, kind: str, grp_key: bytes, item_key: bytes, item_blob: bytes, value_blob: bytes
+    ) -> None:
+        self.c.execute(
+            "INSERT OR REPLACE INTO crypto_objects (kind, grp_key, item_key, item_blob, value_blob) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (kind, grp_key, item_key, item_blob, value_blob),
+        )
+
+    def delete_crypto(self, kind: str, grp_key: bytes, item_key: bytes) -> None:
+        self.c.execute(
+            "DELETE FROM crypto_objects WHERE kind = ? AND grp_key = ? AND item_key = ?",
+            (kind, grp_key, item_key),
+        )
+
+    def put_decrypted(self, room_id: RoomId, event_id: str, blob: bytes) -> None:
+        self.c.execute(
+            "INSERT OR REPLACE INTO decrypted_events (room_id, event_id, event_blob) VALUES (?, ?, ?)",
+            (room_id, event_id, blob),
+        )
+
 
 def outbox_get(conn: sqlite3.Connection, codec: ValueCodec, txn_id: str) -> OutboxEntry | None:
     row = conn.execute(OUTBOX_SELECT + " WHERE txn_id = ?", (txn_id,)).fetchone()

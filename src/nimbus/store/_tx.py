@@ -5,6 +5,9 @@ Owns: value (de)serialization through the codec, and the write algorithms `apply
 one transaction. Rules:
 - These functions run inside the backend's transaction (on the SQLite worker thread, or on a scratch
   copy in `MemoryStore`); if they raise, the backend rolls everything back.
+- Crypto objects (`CryptoChanges`) and decrypted-event plaintexts are written by `apply_crypto` and
+  `apply_decrypted` inside the same transaction as the batch or outbox entry they come with. Their lookup
+  keys go through `index_key` (HMAC under an `IndexingCodec`, plain bytes under any other codec).
 - Timeline model: each room's events have integer positions (ascending = chronological). A *gap* at
   position p means "events just before p are missing" and carries the /messages token to fetch them.
   A `limited` sync leaves `GAP_SPAN` free positions so a later backfill fits in between.
@@ -13,11 +16,13 @@ one transaction. Rules:
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nimbus.crypto.store import CryptoChanges
 from nimbus.store.base import JSONDict, OutboxEntry, StoreCorrupt, StoreError
-from nimbus.store.codec import ValueCodec
+from nimbus.store.codec import IndexingCodec, ValueCodec
 from nimbus.types.errors import MalformedData
 from nimbus.types.events import Event, StrippedState, SyncBatch, parse_event
 from nimbus.types.ids import EventId, RoomId, TxnId, UserId
@@ -54,6 +59,11 @@ class Tx(Protocol):
         ...
 
     def set_sync_token(self, token: str) -> None: ...
+    def put_crypto(
+        self, kind: str, grp_key: bytes, item_key: bytes, item_blob: bytes, value_blob: bytes
+    ) -> None: ...
+    def delete_crypto(self, kind: str, grp_key: bytes, item_key: bytes) -> None: ...
+    def put_decrypted(self, room_id: RoomId, event_id: str, blob: bytes) -> None: ...
 
 
 # -- values through the codec ---------------------------------------------------------------------
@@ -162,6 +172,37 @@ def account_data_items(entries: tuple[JSONDict, ...]) -> list[tuple[str, JSONDic
     return out
 
 
+def index_key(codec: ValueCodec, *parts: str) -> bytes:
+    """The stored lookup key of `parts` (kind, group[, item]): keyed HMAC under an `IndexingCodec`.
+
+    Under another codec (PlainCodec, test codecs) the last part is stored plain (the kind has a
+    column of its own). Parts are JSON-encoded before HMAC so ("a", "bc") and ("ab", "c") differ.
+    """
+    if isinstance(codec, IndexingCodec):
+        return codec.index(json.dumps(parts, ensure_ascii=False).encode("utf-8"))
+    return parts[-1].encode("utf-8")
+
+
+def crypto_keys(codec: ValueCodec, kind: str, group: str, item: str) -> tuple[bytes, bytes]:
+    return index_key(codec, kind, group), index_key(codec, kind, group, item)
+
+
+def decode_bytes(codec: ValueCodec, blob: bytes, what: str) -> bytes:
+    try:
+        return codec.decode(bytes(blob))
+    except Exception as exc:
+        raise StoreCorrupt(f"stored {what} could not be decoded") from exc
+
+
+def crypto_item(codec: ValueCodec, item_blob: bytes, value_blob: bytes) -> tuple[str, bytes]:
+    item = decode_bytes(codec, item_blob, "crypto object name")
+    try:
+        name = item.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise StoreCorrupt("stored crypto object name is malformed") from exc
+    return name, decode_bytes(codec, value_blob, "crypto object")
+
+
 # -- the write algorithms -------------------------------------------------------------------------
 
 
@@ -266,3 +307,46 @@ def apply_backfill(
         tx.delete_gap(room, gap.pos)
     if not closed and end_token is not None:
         tx.add_gap(room, Gap(pos, end_token))
+
+
+def apply_crypto(tx: Tx, codec: ValueCodec, changes: CryptoChanges | None) -> None:
+    """Puts and deletes of crypto objects (nimbus/crypto/store.py), inside the caller's transaction."""
+    if not changes:
+        return
+    for (kind, group, item), value in changes.objects.items():
+        grp_key, item_key = crypto_keys(codec, kind, group, item)
+        if value is None:
+            tx.delete_crypto(kind, grp_key, item_key)
+        else:
+            item_blob = codec.encode(item.encode("utf-8"))
+            tx.put_crypto(kind, grp_key, item_key, item_blob, codec.encode(bytes(value)))
+
+
+def apply_decrypted(
+    tx: Tx, codec: ValueCodec, decrypted: Mapping[EventId, JSONDict] | None, batch: SyncBatch | None = None
+) -> None:
+    """Cache decrypted plaintexts, keyed by (room, event id).
+
+    The room is the one the batch carries the event in, else the plaintext's own `room_id` (a
+    decrypted Megolm payload has one: spec https://spec.matrix.org/v1.12/client-server-api/#mmegolmv1aes-sha2);
+    if both are known they must agree.
+    """
+    if not decrypted:
+        return
+    rooms: dict[str, RoomId] = {}
+    if batch is not None:
+        for update in batch.rooms:
+            for event in update.timeline:
+                rooms[event.event_id] = update.room_id
+    for event_id, plaintext in decrypted.items():
+        if not isinstance(plaintext, dict):
+            raise StoreError("a decrypted event must be a JSON object")
+        claimed = plaintext.get("room_id")
+        room = rooms.get(event_id)
+        if room is None:
+            if not isinstance(claimed, str):
+                raise StoreError("a decrypted event outside the batch must carry its room_id")
+            room = RoomId(claimed)
+        elif claimed is not None and claimed != room:
+            raise StoreError("a decrypted event's room_id differs from the room it arrived in")
+        tx.put_decrypted(room, event_id, encode_json(codec, plaintext))

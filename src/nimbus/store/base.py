@@ -7,13 +7,17 @@ exceptions. Rules:
 - Every backend (`SqliteStore`, `MemoryStore`) passes the one contract suite in
   tests/unit/store/test_contract.py; a behaviour that is not tested there is not part of the contract.
 - Secrets and message content pass through a `ValueCodec` (see `nimbus.store.codec`) before storage.
+- A `Store` is also the crypto machine's `CryptoStore` (nimbus/crypto/store.py): a crypto change set
+  passed to `save_sync_batch`/`outbox_add` is committed in the same transaction as the batch/entry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from nimbus.crypto.store import CryptoChanges, CryptoStore
 from nimbus.types.errors import NimbusError
 from nimbus.types.events import Event, StrippedState, SyncBatch
 from nimbus.types.ids import DeviceId, EventId, RoomId, TxnId, UserId
@@ -91,8 +95,11 @@ class OutboxEntry:
         )
 
 
-class Store(Protocol):
-    """The store contract. Implementations: `SqliteStore` (on disk) and `MemoryStore` (tests)."""
+class Store(CryptoStore, Protocol):
+    """The store contract. Implementations: `SqliteStore` (on disk) and `MemoryStore` (tests).
+
+    Includes `CryptoStore` (`crypto_get`, `crypto_list`, `crypto_save`).
+    """
 
     # -- session ---------------------------------------------------------------------------------
     async def load_session(self) -> Session | None: ...
@@ -104,11 +111,20 @@ class Store(Protocol):
         """The `next_batch` of the last saved batch, to resume /sync from."""
         ...
 
-    async def save_sync_batch(self, batch: SyncBatch) -> list[OutboxEntry]:
+    async def save_sync_batch(
+        self,
+        batch: SyncBatch,
+        crypto: CryptoChanges | None = None,
+        decrypted: Mapping[EventId, JSONDict] | None = None,
+    ) -> list[OutboxEntry]:
         """Store one /sync response and its `next_batch` in one transaction.
 
-        Returns the outbox entries this batch confirmed (their echo arrived with our transaction id),
-        already marked "sent". If anything fails, nothing of the batch is kept and the error raises.
+        `crypto`: the crypto machine's changes from this batch (e.g. its to-device events), and
+        `decrypted`: plaintexts of this batch's encrypted events (event id -> decrypted payload JSON,
+        its room is the one the batch carries it in, else its `room_id`), both committed in the same
+        transaction. Returns the outbox entries this batch confirmed (their echo arrived with our
+        transaction id), already marked "sent". If anything fails, nothing of the batch, its crypto
+        changes or its plaintexts is kept and the error raises.
         """
         ...
 
@@ -147,8 +163,12 @@ class Store(Protocol):
     async def set_account_data(self, type: str, content: JSONDict, room_id: RoomId | None = None) -> None: ...
 
     # -- outbox ----------------------------------------------------------------------------------
-    async def outbox_add(self, entry: OutboxEntry) -> None:
-        """Durable when it returns. A duplicate `txn_id` raises StoreError."""
+    async def outbox_add(self, entry: OutboxEntry, crypto: CryptoChanges | None = None) -> None:
+        """Durable when it returns. A duplicate `txn_id` raises StoreError.
+
+        `crypto` (e.g. the Megolm ratchet advance that produced the entry's ciphertext content) is
+        committed in the same transaction: both are durable, or neither.
+        """
         ...
 
     async def outbox_pending(self) -> list[OutboxEntry]:
@@ -162,6 +182,22 @@ class Store(Protocol):
 
     async def outbox_mark_sent(self, txn_id: TxnId, event_id: EventId) -> None: ...
     async def outbox_mark_failed(self, txn_id: TxnId, error: str) -> None: ...
+
+    # -- decrypted-event cache (encrypted at rest) --------------------------------------------------
+    async def save_decrypted(
+        self, room_id: RoomId, event_id: EventId, plaintext_event_json: JSONDict
+    ) -> None: ...
+    async def decrypted(self, room_id: RoomId, event_ids: list[EventId]) -> dict[EventId, JSONDict]:
+        """The cached plaintexts of those of `event_ids` that have one."""
+        ...
+
+    # -- keys ------------------------------------------------------------------------------------
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose` (e.g. "vodozemac-pickle") from the store's passphrase.
+
+        Raises StoreError if the store was opened without one.
+        """
+        ...
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def close(self) -> None: ...

@@ -5,14 +5,17 @@ Owns: the `ValueCodec` Protocol and `PlainCodec`. Rules:
   token, event JSON (timeline, current state, invite state), outbox content and account data. Ids,
   membership, timestamps and sync tokens stay plain so they can be indexed.
 - `PlainCodec` is NOT encryption: it returns its input unchanged. It exists so the store's shape is
-  final now; the next issue supplies an AEAD codec (key derived from a passphrase) in its place.
+  final; real stores use `AeadCodec` (nimbus.store.encryption, key derived from a passphrase).
+  PlainCodec is for tests that ask for it explicitly.
+- A codec may also be an `IndexingCodec` (keyed lookup keys, e.g. `AeadCodec`): the store then HMACs
+  the group/item of crypto objects instead of storing them plain.
 - A codec must raise on data it cannot decode (e.g. a wrong key); the store turns that into
   `StoreCorrupt` without echoing the data.
 """
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 
 class ValueCodec(Protocol):
@@ -21,6 +24,17 @@ class ValueCodec(Protocol):
     def encode(self, plaintext: bytes) -> bytes: ...
 
     def decode(self, stored: bytes) -> bytes: ...
+
+
+@runtime_checkable
+class IndexingCodec(Protocol):
+    """A codec that also derives keyed lookup keys (HMAC), so indexed columns hide what they index."""
+
+    def encode(self, plaintext: bytes) -> bytes: ...
+
+    def decode(self, stored: bytes) -> bytes: ...
+
+    def index(self, data: bytes) -> bytes: ...
 
 
 class PlainCodec:

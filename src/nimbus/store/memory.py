@@ -7,18 +7,24 @@ Owns: nothing on disk. For tests and for throwaway sessions. Rules:
   gives `save_sync_batch` the same all-or-nothing behaviour as a database transaction (at O(size)
   cost per write: fine for tests, not for large accounts).
 - No I/O and no awaits inside an operation: each call runs to completion on the event loop.
+- Crypto objects (`CryptoStore`) are kept under the same lookup keys and blobs as in SQLite
+  (`_tx.crypto_keys`): the crypto machine's own in-memory store lives in crypto_memory.py; this one
+  exists so that the whole `Store` contract, atomic change sets included, runs on both backends.
+- `MemoryStore(passphrase=...)` uses an `AeadCodec` with a fresh random salt (for `derive_key`).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
+from nimbus.crypto.store import CryptoChanges
 from nimbus.store import _tx
 from nimbus.store.base import JSONDict, OutboxEntry, Session, StoreClosed, StoreError, UnknownOutboxEntry
 from nimbus.store.codec import PlainCodec, ValueCodec
+from nimbus.store.encryption import AeadCodec, KdfParams
 from nimbus.types.events import Event, StrippedState, SyncBatch
 from nimbus.types.ids import DeviceId, EventId, RoomId, TxnId, UserId
 
@@ -46,6 +52,9 @@ class _Data:
     account: dict[_Key, bytes] = field(default_factory=dict)
     outbox: dict[str, _Outbox] = field(default_factory=dict)
     next_seq: int = 1
+    # (kind, grp_key) -> item_key -> (item_blob, value_blob)
+    crypto: dict[tuple[str, bytes], dict[bytes, tuple[bytes, bytes]]] = field(default_factory=dict)
+    decrypted: dict[tuple[str, str], bytes] = field(default_factory=dict)
 
 
 class _MemoryTx:
@@ -109,18 +118,56 @@ class _MemoryTx:
     def set_sync_token(self, token: str) -> None:
         self.d.sync_token = token
 
+    def put_crypto(
+        self, kind: str, grp_key: bytes, item_key: bytes, item_blob: bytes, value_blob: bytes
+    ) -> None:
+        self.d.crypto.setdefault((kind, grp_key), {})[item_key] = (item_blob, value_blob)
+
+    def delete_crypto(self, kind: str, grp_key: bytes, item_key: bytes) -> None:
+        group = self.d.crypto.get((kind, grp_key))
+        if group is not None:
+            group.pop(item_key, None)
+            if not group:
+                del self.d.crypto[(kind, grp_key)]
+
+    def put_decrypted(self, room_id: RoomId, event_id: str, blob: bytes) -> None:
+        self.d.decrypted[(room_id, event_id)] = blob
+
     def entry(self, row: _Outbox) -> OutboxEntry:
         content = _tx.decode_content(self.codec, row.blob, "outbox content")
         return replace(row.entry, content=content)
 
 
 class MemoryStore:
-    """The `Store` in memory. `MemoryStore(codec)`; the codec defaults to `PlainCodec`."""
+    """The `Store` (and `CryptoStore`) in memory.
 
-    def __init__(self, codec: ValueCodec | None = None) -> None:
+    `MemoryStore(codec)`: the codec defaults to `PlainCodec`; `MemoryStore(passphrase=..., kdf=...)`
+    encrypts with an `AeadCodec` under a fresh salt (the keys die with the store).
+    """
+
+    def __init__(
+        self, codec: ValueCodec | None = None, *, passphrase: str | None = None, kdf: KdfParams | None = None
+    ) -> None:
+        if passphrase is not None:
+            if codec is not None:
+                raise ValueError("pass either a passphrase or a codec, not both")
+            codec = AeadCodec.from_passphrase(passphrase, kdf=kdf)
+        self._owns_codec = passphrase is not None
         self._codec: ValueCodec = codec if codec is not None else PlainCodec()
         self._data = _Data()
         self._closed = False
+
+    @property
+    def encrypted(self) -> bool:
+        return isinstance(self._codec, AeadCodec)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """See `SqliteStore.derive_key`."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        if not isinstance(self._codec, AeadCodec):
+            raise StoreError("this store has no passphrase: there is no key to derive")
+        return self._codec.derive_key(purpose)
 
     def _read(self) -> _MemoryTx:
         if self._closed:
@@ -165,8 +212,19 @@ class MemoryStore:
     async def load_sync_token(self) -> str | None:
         return self._read().d.sync_token
 
-    async def save_sync_batch(self, batch: SyncBatch) -> list[OutboxEntry]:
-        return self._write(lambda t: _tx.apply_sync_batch(t, self._codec, batch))
+    async def save_sync_batch(
+        self,
+        batch: SyncBatch,
+        crypto: CryptoChanges | None = None,
+        decrypted: Mapping[EventId, JSONDict] | None = None,
+    ) -> list[OutboxEntry]:
+        def write(t: _MemoryTx) -> list[OutboxEntry]:
+            confirmed = _tx.apply_sync_batch(t, self._codec, batch)
+            _tx.apply_crypto(t, self._codec, crypto)
+            _tx.apply_decrypted(t, self._codec, decrypted, batch)
+            return confirmed
+
+        return self._write(write)
 
     # -- rooms -----------------------------------------------------------------------------------
 
@@ -228,10 +286,11 @@ class MemoryStore:
 
     # -- outbox ----------------------------------------------------------------------------------
 
-    async def outbox_add(self, entry: OutboxEntry) -> None:
+    async def outbox_add(self, entry: OutboxEntry, crypto: CryptoChanges | None = None) -> None:
         blob = _tx.encode_json(self._codec, entry.content)
 
         def write(t: _MemoryTx) -> None:
+            _tx.apply_crypto(t, self._codec, crypto)
             if entry.txn_id in t.d.outbox:
                 raise StoreError("an outbox entry with this transaction id already exists")
             t.d.outbox[entry.txn_id] = _Outbox(t.d.next_seq, replace(entry, content={}), blob)
@@ -270,7 +329,41 @@ class MemoryStore:
     async def outbox_mark_failed(self, txn_id: TxnId, error: str) -> None:
         self._outbox_update(txn_id, lambda e: replace(e, state="failed", last_error=error))
 
+    # -- decrypted-event cache -------------------------------------------------------------------
+
+    async def save_decrypted(
+        self, room_id: RoomId, event_id: EventId, plaintext_event_json: JSONDict
+    ) -> None:
+        blob = _tx.encode_json(self._codec, plaintext_event_json)
+        self._write(lambda t: t.put_decrypted(room_id, event_id, blob))
+
+    async def decrypted(self, room_id: RoomId, event_ids: list[EventId]) -> dict[EventId, JSONDict]:
+        stored = self._read().d.decrypted
+        out: dict[EventId, JSONDict] = {}
+        for event_id in event_ids:
+            blob = stored.get((room_id, event_id))
+            if blob is not None:
+                out[event_id] = _tx.decode_content(self._codec, blob, "decrypted event")
+        return out
+
+    # -- crypto objects (nimbus.crypto.store.CryptoStore) -----------------------------------------
+
+    async def crypto_get(self, kind: str, group: str, item: str) -> bytes | None:
+        grp_key, item_key = _tx.crypto_keys(self._codec, kind, group, item)
+        found = self._read().d.crypto.get((kind, grp_key), {}).get(item_key)
+        return None if found is None else _tx.decode_bytes(self._codec, found[1], "crypto object")
+
+    async def crypto_list(self, kind: str, group: str) -> list[tuple[str, bytes]]:
+        grp_key = _tx.index_key(self._codec, kind, group)
+        rows = self._read().d.crypto.get((kind, grp_key), {})
+        return [_tx.crypto_item(self._codec, item, value) for item, value in rows.values()]
+
+    async def crypto_save(self, changes: CryptoChanges) -> None:
+        self._write(lambda t: _tx.apply_crypto(t, self._codec, changes))
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def close(self) -> None:
         self._closed = True
+        if self._owns_codec and isinstance(self._codec, AeadCodec):
+            self._codec.close()

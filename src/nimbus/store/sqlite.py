@@ -5,6 +5,13 @@ Owns: the database file and every SQL statement that reads or writes it. Rules:
   Calls are therefore serialized, and each write is one transaction (BEGIN IMMEDIATE … COMMIT, or
   ROLLBACK on any error). A cancelled caller does not cancel the transaction: it still commits or
   rolls back as a whole.
+- Opened with a passphrase (`SqliteStore.open(path, passphrase=...)`), every secret or content value is
+  AEAD-encrypted (`nimbus.store.encryption`); opening details (passphrase check before any write,
+  `meta`, pragmas) are in `nimbus.store._sqlite_open`. What stays plain on disk: room/event/user/device
+  ids, membership, event types and state keys, timestamps, sync and /messages tokens, outbox state and
+  error codes, crypto object kinds. Everything else (access token, event JSON, account data, outbox
+  content, crypto values and the group/item names of crypto objects, decrypted plaintexts) is
+  ciphertext, also in the -wal file; -shm holds only WAL indexes.
 - The file and its -wal/-shm are created with mode 0600 (SQLite gives the -wal/-shm the database
   file's mode); an existing file with looser permissions is tightened on open.
 - `PRAGMA synchronous=FULL`: a commit (e.g. `outbox_add`) is on disk when the call returns.
@@ -15,14 +22,16 @@ Owns: the database file and every SQL statement that reads or writes it. Rules:
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from nimbus.crypto.store import CryptoChanges
 from nimbus.store import _tx
+from nimbus.store._sqlite_open import open_database
 from nimbus.store._sqlite_tx import OUTBOX_INSERT, OUTBOX_SELECT, SqliteTx, outbox_get
 from nimbus.store.base import (
     JSONDict,
@@ -32,62 +41,88 @@ from nimbus.store.base import (
     StoreError,
     UnknownOutboxEntry,
 )
-from nimbus.store.codec import PlainCodec, ValueCodec
-from nimbus.store.migrate import Migration, bundled_migrations, migrate
+from nimbus.store.codec import ValueCodec
+from nimbus.store.encryption import AeadCodec, KdfParams, PassphraseRequired
+from nimbus.store.migrate import Migration, bundled_migrations
 from nimbus.types.events import Event, StrippedState, SyncBatch
 from nimbus.types.ids import DeviceId, EventId, RoomId, TxnId, UserId
 
 T = TypeVar("T")
-_FILE_MODE = 0o600
-
-
-def _open_connection(path: Path, migrations: list[Migration]) -> sqlite3.Connection:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
-    os.close(fd)
-    for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
-        if p.exists() and (p.stat().st_mode & 0o777) != _FILE_MODE:
-            os.chmod(p, _FILE_MODE)
-    conn = sqlite3.connect(path, isolation_level=None)
-    try:
-        mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-        if str(mode).lower() != "wal":
-            raise StoreError(f"could not put the database in WAL mode (got {mode!r})")
-        conn.execute("PRAGMA synchronous=FULL")
-        conn.execute("PRAGMA busy_timeout=5000")
-        migrate(conn, migrations)
-    except sqlite3.Error as exc:
-        conn.close()
-        raise StoreError(f"could not open the database: {exc}") from exc
-    except BaseException:
-        conn.close()
-        raise
-    return conn
 
 
 class SqliteStore:
-    """The `Store` on an SQLite file. Open with `await SqliteStore.open(path)`; `await close()` after."""
+    """The `Store` (and `CryptoStore`) on an SQLite file.
 
-    def __init__(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, codec: ValueCodec) -> None:
+    Open with `await SqliteStore.open(path, passphrase=...)`; `await close()` after.
+    """
+
+    def __init__(
+        self, executor: ThreadPoolExecutor, conn: sqlite3.Connection, codec: ValueCodec, owns_codec: bool
+    ) -> None:
         self._executor = executor
         self._conn = conn
         self._codec = codec
+        self._owns_codec = owns_codec
         self._closed = False
 
     @classmethod
     async def open(
-        cls, path: Path, codec: ValueCodec | None = None, *, migrations: list[Migration] | None = None
+        cls,
+        path: Path,
+        codec: ValueCodec | None = None,
+        *,
+        passphrase: str | None = None,
+        kdf: KdfParams | None = None,
+        migrations: list[Migration] | None = None,
     ) -> SqliteStore:
-        """Open (creating if needed) and migrate the database at `path`. Raises SchemaTooNew, StoreError."""
-        codec = codec if codec is not None else PlainCodec()
+        """Open (creating if needed) and migrate the database at `path`.
+
+        `passphrase`: the store's passphrase (required; an empty one is refused). A new database gets a
+        random salt and `kdf` (default `KdfParams()`; an existing database keeps the parameters it was
+        created with). `codec`: ONLY for tests that want a specific codec (e.g. `PlainCodec()`); it
+        cannot be combined with a passphrase, and cannot open an encrypted database.
+        DEPRECATED, temporary: with neither, a database is opened with `PlainCodec` (values NOT
+        encrypted) and a DeprecationWarning; an encrypted database refuses this (PassphraseRequired).
+        Raises WrongPassphrase, PassphraseRequired, SchemaTooNew, StoreCorrupt, StoreError.
+        """
+        if passphrase is not None and codec is not None:
+            raise ValueError("pass either a passphrase or a codec, not both")
+        if passphrase is not None and not passphrase:
+            raise PassphraseRequired("an empty passphrase is refused; the store needs a real passphrase")
+        if passphrase is None and codec is None:
+            warnings.warn(
+                "SqliteStore.open without a passphrase stores values UNENCRYPTED; this temporary path "
+                "will be removed: pass passphrase=... (or codec=PlainCodec() in tests)",
+                DeprecationWarning,
+                stacklevel=2,
+            )
         migs = migrations if migrations is not None else bundled_migrations()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nimbus-store")
         loop = asyncio.get_running_loop()
         try:
-            conn = await loop.run_in_executor(executor, _open_connection, Path(path), migs)
+            conn, chosen, owned = await loop.run_in_executor(
+                executor, open_database, Path(path), migs, codec, passphrase, kdf
+            )
         except BaseException:
             executor.shutdown(wait=False)
             raise
-        return cls(executor, conn, codec)
+        return cls(executor, conn, chosen, owned)
+
+    @property
+    def encrypted(self) -> bool:
+        """Whether values are encrypted at rest with a passphrase-derived key."""
+        return isinstance(self._codec, AeadCodec)
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for `purpose` (e.g. "vodozemac-pickle"), derived from the store's passphrase.
+
+        Raises StoreError on a store opened without a passphrase (there is no key to derive from).
+        """
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        if not isinstance(self._codec, AeadCodec):
+            raise StoreError("this store has no passphrase: there is no key to derive")
+        return self._codec.derive_key(purpose)
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -154,8 +189,20 @@ class SqliteStore:
 
         return await self._run(read)
 
-    async def save_sync_batch(self, batch: SyncBatch) -> list[OutboxEntry]:
-        return await self._write(lambda c: _tx.apply_sync_batch(SqliteTx(c, self._codec), self._codec, batch))
+    async def save_sync_batch(
+        self,
+        batch: SyncBatch,
+        crypto: CryptoChanges | None = None,
+        decrypted: Mapping[EventId, JSONDict] | None = None,
+    ) -> list[OutboxEntry]:
+        def write(c: sqlite3.Connection) -> list[OutboxEntry]:
+            tx = SqliteTx(c, self._codec)
+            confirmed = _tx.apply_sync_batch(tx, self._codec, batch)
+            _tx.apply_crypto(tx, self._codec, crypto)
+            _tx.apply_decrypted(tx, self._codec, decrypted, batch)
+            return confirmed
+
+        return await self._write(write)
 
     # -- rooms -----------------------------------------------------------------------------------
 
@@ -262,10 +309,11 @@ class SqliteStore:
 
     # -- outbox ----------------------------------------------------------------------------------
 
-    async def outbox_add(self, entry: OutboxEntry) -> None:
+    async def outbox_add(self, entry: OutboxEntry, crypto: CryptoChanges | None = None) -> None:
         blob = _tx.encode_json(self._codec, entry.content)
 
         def write(c: sqlite3.Connection) -> None:
+            _tx.apply_crypto(SqliteTx(c, self._codec), self._codec, crypto)
             try:
                 c.execute(
                     OUTBOX_INSERT,
@@ -318,6 +366,57 @@ class SqliteStore:
             "UPDATE outbox SET state = 'failed', last_error = ? WHERE txn_id = ?", (error, txn_id)
         )
 
+    # -- decrypted-event cache -------------------------------------------------------------------
+
+    async def save_decrypted(
+        self, room_id: RoomId, event_id: EventId, plaintext_event_json: JSONDict
+    ) -> None:
+        blob = _tx.encode_json(self._codec, plaintext_event_json)
+        await self._write(lambda c: SqliteTx(c, self._codec).put_decrypted(room_id, event_id, blob))
+
+    async def decrypted(self, room_id: RoomId, event_ids: list[EventId]) -> dict[EventId, JSONDict]:
+        def read(c: sqlite3.Connection) -> dict[EventId, JSONDict]:
+            out: dict[EventId, JSONDict] = {}
+            for event_id in dict.fromkeys(event_ids):
+                row = c.execute(
+                    "SELECT event_blob FROM decrypted_events WHERE room_id = ? AND event_id = ?",
+                    (room_id, event_id),
+                ).fetchone()
+                if row is not None:
+                    out[event_id] = _tx.decode_content(self._codec, row[0], "decrypted event")
+            return out
+
+        return await self._run(read)
+
+    # -- crypto objects (nimbus.crypto.store.CryptoStore) -----------------------------------------
+
+    async def crypto_get(self, kind: str, group: str, item: str) -> bytes | None:
+        grp_key, item_key = _tx.crypto_keys(self._codec, kind, group, item)
+
+        def read(c: sqlite3.Connection) -> bytes | None:
+            row = c.execute(
+                "SELECT value_blob FROM crypto_objects WHERE kind = ? AND grp_key = ? AND item_key = ?",
+                (kind, grp_key, item_key),
+            ).fetchone()
+            return None if row is None else _tx.decode_bytes(self._codec, row[0], "crypto object")
+
+        return await self._run(read)
+
+    async def crypto_list(self, kind: str, group: str) -> list[tuple[str, bytes]]:
+        grp_key = _tx.index_key(self._codec, kind, group)
+
+        def read(c: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = c.execute(
+                "SELECT item_blob, value_blob FROM crypto_objects WHERE kind = ? AND grp_key = ?",
+                (kind, grp_key),
+            ).fetchall()
+            return [_tx.crypto_item(self._codec, item, value) for item, value in rows]
+
+        return await self._run(read)
+
+    async def crypto_save(self, changes: CryptoChanges) -> None:
+        await self._write(lambda c: _tx.apply_crypto(SqliteTx(c, self._codec), self._codec, changes))
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -325,5 +424,9 @@ class SqliteStore:
         if self._closed:
             return
         self._closed = True  # new calls fail now; calls already queued run first, then the close
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-        self._executor.shutdown(wait=False)
+        try:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+        finally:
+            self._executor.shutdown(wait=False)
+            if self._owns_codec and isinstance(self._codec, AeadCodec):
+                self._codec.close()  # zero the keys
