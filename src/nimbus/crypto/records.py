@@ -1,0 +1,172 @@
+"""Typed crypto records, serialised to JSON bytes for the store (see crypto/store.py for the keys).
+
+Each record is a frozen dataclass of JSON-able fields; `dump` writes it, `load` reads it back and checks
+every field's type, so a corrupt record is a clear `StoreDataError`, never a half-read object.
+Vodozemac objects are kept as their pickles (encrypted with the machine's pickle key).
+Leave room for the next issues: `InboundSessionRecord` has `backed_up`, `forwarding_chain`, `authentic`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from nimbus.crypto.errors import StoreDataError
+
+JSONDict = dict[str, Any]
+R = TypeVar("R")
+
+# Object kinds (the `kind` of an ObjectKey) and what group/item mean for each.
+ACCOUNT = "account"  # ("", "") → AccountRecord
+OLM_SESSION = "olm_session"  # (peer curve25519 key, session id) → OlmSessionRecord
+DEVICE = "device"  # (user id, device id) → DeviceRecord
+TRACKED_USER = "tracked_user"  # ("", user id) → TrackedUserRecord
+OUTBOUND = "outbound_group_session"  # ("", room id) → OutboundSessionRecord
+INBOUND = "inbound_group_session"  # (room id, session id) → InboundSessionRecord
+REPLAY = "replay"  # (session id, str(index)) → ReplayRecord
+WITHHELD = "withheld"  # (room id, session id) → WithheldRecord
+OUTGOING = "outgoing"  # ("", request id) → OutgoingRecord
+UNWEDGE = "unwedge"  # (user id, device id) → UnwedgeRecord
+REJECTED_DEVICE = "rejected_device"  # (user id, device id) → RejectedDeviceRecord
+
+
+@dataclass(frozen=True)
+class AccountRecord:
+    pickle: str
+    device_keys_uploaded: bool = False
+    upload_generation: int = 0  # bumps when new keys are generated: the upload request id changes
+
+
+@dataclass(frozen=True)
+class OlmSessionRecord:
+    pickle: str
+    session_id: str
+    peer_user: str
+    created_ms: int
+    last_used_ms: int
+
+
+@dataclass(frozen=True)
+class DeviceRecord:
+    user_id: str
+    device_id: str
+    curve25519: str
+    ed25519: str
+    algorithms: list[str]
+    keys_json: JSONDict  # the signed device keys object, as verified
+
+
+@dataclass(frozen=True)
+class RejectedDeviceRecord:
+    user_id: str
+    device_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class TrackedUserRecord:
+    outdated: bool = True
+
+
+@dataclass(frozen=True)
+class OutboundSessionRecord:
+    pickle: str
+    session_id: str
+    created_ms: int
+    message_count: int
+    shared_history: bool
+    rotation_period_ms: int
+    rotation_period_msgs: int
+    # user → device → curve25519 key the room key went to
+    shared_with: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InboundSessionRecord:
+    pickle: str
+    room_id: str
+    session_id: str
+    sender_user: str
+    sender_device: str | None
+    sender_key: str  # Curve25519 key of the Olm-authenticated device
+    signing_key: str  # its Ed25519 key
+    shared_history: bool = False
+    backed_up: bool = False
+    forwarding_chain: list[str] = field(default_factory=list)
+    authentic: bool = True
+
+
+@dataclass(frozen=True)
+class ReplayRecord:
+    event_id: str
+    origin_server_ts: int
+
+
+@dataclass(frozen=True)
+class WithheldRecord:
+    sender: str
+    code: str
+    reason: str | None
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    kind: str  # "to_device"
+    event_type: str
+    txn_id: str
+    messages: dict[str, dict[str, JSONDict]]
+
+
+@dataclass(frozen=True)
+class UnwedgeRecord:
+    curve25519: str
+    last_attempt_ms: int
+    pending: bool
+
+
+def dump(record: Any) -> bytes:
+    return json.dumps(dataclasses.asdict(record), separators=(",", ":"), sort_keys=True).encode()
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if hint is Any:
+        return True
+    if origin in (types.UnionType, typing.Union):
+        return any(_type_ok(value, h) for h in typing.get_args(hint))
+    if hint is type(None):
+        return value is None
+    if origin is list:
+        (inner,) = typing.get_args(hint)
+        return isinstance(value, list) and all(_type_ok(v, inner) for v in value)
+    if origin is dict:
+        kt, vt = typing.get_args(hint)
+        return isinstance(value, dict) and all(_type_ok(k, kt) and _type_ok(v, vt) for k, v in value.items())
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, hint)
+
+
+def load(cls: type[R], data: bytes) -> R:
+    """Read a record of type `cls`; raises StoreDataError naming the record type, never its content."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise StoreDataError(f"stored {cls.__name__} is not JSON") from None
+    if not isinstance(raw, dict):
+        raise StoreDataError(f"stored {cls.__name__} is not an object")
+    hints = typing.get_type_hints(cls)
+    kwargs: JSONDict = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name not in raw:
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+                raise StoreDataError(f"stored {cls.__name__} lacks {f.name!r}")
+            continue
+        if not _type_ok(raw[f.name], hints[f.name]):
+            raise StoreDataError(f"stored {cls.__name__} has a bad {f.name!r}")
+        kwargs[f.name] = raw[f.name]
+    return cls(**kwargs)
