@@ -3,9 +3,12 @@
 `Store` (a Protocol, in `base`) is the contract; `SqliteStore` keeps it on disk (SQLite, WAL, 0600,
 numbered migrations), `MemoryStore` in memory. Both pass one contract suite.
 
-Encryption at rest: every secret or message-content value passes through a `ValueCodec`. This is the
-seam for encryption at rest; the default `PlainCodec` is NOT encryption (it stores values as given).
-The next issue supplies an AEAD codec keyed from a passphrase.
+Encryption at rest: every secret or message-content value passes through a `ValueCodec`. A real store
+is opened with a passphrase (`await SqliteStore.open(path, passphrase=...)`) and encrypts with
+`AeadCodec` (Argon2id + HKDF + ChaCha20-Poly1305, see `nimbus.store.encryption`); `PlainCodec` is NOT
+encryption and is for tests that ask for it explicitly.
+
+Both backends also implement the crypto machine's `CryptoStore` (nimbus/crypto/store.py).
 """
 
 from nimbus.store.base import (
@@ -18,13 +21,18 @@ from nimbus.store.base import (
     StoreError,
     UnknownOutboxEntry,
 )
-from nimbus.store.codec import PlainCodec, ValueCodec
+from nimbus.store.codec import IndexingCodec, PlainCodec, ValueCodec
+from nimbus.store.encryption import AeadCodec, KdfParams, PassphraseRequired, WrongPassphrase
 from nimbus.store.memory import MemoryStore
 from nimbus.store.sqlite import SqliteStore
 
 __all__ = [
+    "AeadCodec",
+    "IndexingCodec",
+    "KdfParams",
     "MemoryStore",
     "OutboxEntry",
+    "PassphraseRequired",
     "PlainCodec",
     "SchemaTooNew",
     "Session",
@@ -35,4 +43,5 @@ __all__ = [
     "StoreError",
     "UnknownOutboxEntry",
     "ValueCodec",
+    "WrongPassphrase",
 ]

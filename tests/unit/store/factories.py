@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from nimbus.store import KdfParams
 from nimbus.types.events import Event, RoomUpdate, StrippedState, SyncBatch, parse_event
 from nimbus.types.ids import RoomId, UserId
+
+FAST_KDF = KdfParams(memory_kib=8, iterations=1, lanes=1)
+"""Weak Argon2id parameters, for fast tests only (passed explicitly; never a default)."""
+PASSPHRASE = "correct horse battery staple"
 
 ROOM = RoomId("!room:example.org")
 ROOM2 = RoomId("!other:example.org")

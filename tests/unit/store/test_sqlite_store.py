@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from nimbus.store import OutboxEntry, SchemaTooNew, Session, SqliteStore, StoreError
+from nimbus.crypto.store import CryptoChanges
+from nimbus.store import OutboxEntry, PlainCodec, SchemaTooNew, Session, SqliteStore, StoreError
 from nimbus.store.migrate import Migration, bundled_migrations
 from nimbus.types.events import StrippedState
-from nimbus.types.ids import DeviceId, RoomId, TxnId, UserId
+from nimbus.types.ids import DeviceId, EventId, RoomId, TxnId, UserId
 
 from .factories import BOB, ROOM, ROOM2, batch, ev, ids, member, room
 
@@ -34,7 +35,7 @@ def mode(path: Path) -> int:
 
 async def test_reopened_store_sees_everything(tmp_path: Path) -> None:
     path = tmp_path / "nimbus.db"
-    store = await SqliteStore.open(path)
+    store = await SqliteStore.open(path, PlainCodec())
     await store.save_session(SESSION)
     await store.save_sync_batch(
         batch(
@@ -51,7 +52,7 @@ async def test_reopened_store_sees_everything(tmp_path: Path) -> None:
     await store.outbox_add(OutboxEntry(TxnId("t1"), ROOM, "m.room.message", {"body": "hi"}, created_ts=5))
     await store.close()
 
-    again = await SqliteStore.open(path)
+    again = await SqliteStore.open(path, PlainCodec())
     try:
         assert await again.load_session() == SESSION
         assert await again.load_sync_token() == "s1"
@@ -68,7 +69,7 @@ async def test_reopened_store_sees_everything(tmp_path: Path) -> None:
 
 async def test_outbox_add_is_visible_to_another_connection_at_once(tmp_path: Path) -> None:
     path = tmp_path / "nimbus.db"
-    store = await SqliteStore.open(path)
+    store = await SqliteStore.open(path, PlainCodec())
     try:
         await store.outbox_add(OutboxEntry(TxnId("t1"), ROOM, "m.room.message", {"body": "hi"}))
         other = sqlite3.connect(path)
@@ -82,7 +83,7 @@ async def test_outbox_add_is_visible_to_another_connection_at_once(tmp_path: Pat
 
 async def test_files_are_private_and_wal_with_full_sync(tmp_path: Path) -> None:
     path = tmp_path / "nimbus.db"
-    store = await SqliteStore.open(path)
+    store = await SqliteStore.open(path, PlainCodec())
     try:
         await store.save_sync_batch(batch("s1", room(timeline=(ev(1),))))
         for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
@@ -103,14 +104,14 @@ async def test_existing_loose_file_is_tightened(tmp_path: Path) -> None:
     path = tmp_path / "nimbus.db"
     path.touch()
     os.chmod(path, 0o644)
-    store = await SqliteStore.open(path)
+    store = await SqliteStore.open(path, PlainCodec())
     await store.close()
     assert mode(path) == 0o600
 
 
 async def test_fresh_database_gets_the_latest_schema(tmp_path: Path) -> None:
     path = tmp_path / "nimbus.db"
-    await (await SqliteStore.open(path)).close()
+    await (await SqliteStore.open(path, PlainCodec())).close()
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == len(bundled_migrations()) >= 1
@@ -128,7 +129,7 @@ async def test_newer_schema_is_refused_and_left_alone(tmp_path: Path) -> None:
     conn.commit()
     conn.close()
     with pytest.raises(SchemaTooNew, match="99"):
-        await SqliteStore.open(path)
+        await SqliteStore.open(path, PlainCodec())
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 99
@@ -141,11 +142,11 @@ async def test_migrations_apply_in_order_and_a_failing_one_rolls_back(tmp_path: 
     path = tmp_path / "nimbus.db"
     base = bundled_migrations()
     n = len(base)
-    await (await SqliteStore.open(path)).close()
+    await (await SqliteStore.open(path, PlainCodec())).close()
     good = Migration(n + 1, "good", "CREATE TABLE extra (a); INSERT INTO extra VALUES (1);")
     bad = Migration(n + 2, "bad", "CREATE TABLE half (a); INSERT INTO missing_table VALUES (1);")
     with pytest.raises(StoreError, match="bad"):
-        await SqliteStore.open(path, migrations=[*base, good, bad])
+        await SqliteStore.open(path, PlainCodec(), migrations=[*base, good, bad])
     conn = sqlite3.connect(path)
     try:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == n + 1
@@ -154,18 +155,18 @@ async def test_migrations_apply_in_order_and_a_failing_one_rolls_back(tmp_path: 
     finally:
         conn.close()
     with pytest.raises(StoreError, match="out of sequence"):
-        await SqliteStore.open(path, migrations=[*base, bad])
+        await SqliteStore.open(path, PlainCodec(), migrations=[*base, bad])
 
 
 async def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "nimbus.db"
     path.write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(StoreError, match="could not open"):
-        await SqliteStore.open(path)
+        await SqliteStore.open(path, PlainCodec())
 
 
 async def test_sql_failure_mid_batch_rolls_back(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "nimbus.db")
+    store = await SqliteStore.open(tmp_path / "nimbus.db", PlainCodec())
     try:
         await store.save_sync_batch(batch("s1", room(timeline=(ev(1),))))
         # the batch's last write (global account data) fails inside SQLite itself
@@ -186,7 +187,7 @@ async def test_sql_failure_mid_batch_rolls_back(tmp_path: Path) -> None:
 
 
 async def test_event_loop_keeps_running_during_a_large_write(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "nimbus.db")
+    store = await SqliteStore.open(tmp_path / "nimbus.db", PlainCodec())
     try:
         big = batch(
             "s1",
@@ -243,7 +244,7 @@ class B64Codec:
 @pytest.mark.parametrize("codec_on", [False, True])
 async def test_codec_covers_every_content_column(tmp_path: Path, codec_on: bool) -> None:
     path = tmp_path / "nimbus.db"
-    store = await SqliteStore.open(path, B64Codec() if codec_on else None)
+    store = await SqliteStore.open(path, B64Codec() if codec_on else PlainCodec())
     await store.save_session(SESSION)
     await store.save_sync_batch(
         batch(
@@ -263,6 +264,10 @@ async def test_codec_covers_every_content_column(tmp_path: Path, codec_on: bool)
         )
     )
     await store.outbox_add(OutboxEntry(TxnId("t1"), ROOM, "m.room.message", {"body": "OUTBOXPLAIN"}))
+    changes = CryptoChanges()
+    changes.put("olm_session", "GROUPPLAIN", "ITEMPLAIN", b"CRYPTOPLAIN")
+    await store.crypto_save(changes)
+    await store.save_decrypted(ROOM, EventId("$2"), {"room_id": ROOM, "content": {"body": "DECRYPTEDPLAIN"}})
     got = await store.timeline(ROOM)
     assert got[0].content["body"] == "TIMELINEPLAIN"
     assert (await store.load_session()) == SESSION
@@ -276,8 +281,13 @@ async def test_codec_covers_every_content_column(tmp_path: Path, codec_on: bool)
         b"INVITEPLAIN",
         b"GLOBALPLAIN",
         b"OUTBOXPLAIN",
+        b"CRYPTOPLAIN",
+        b"DECRYPTEDPLAIN",
     ]
     found = [s for s in secrets if s in on_disk]
     assert found == ([] if codec_on else secrets)
     assert b"$2" in on_disk  # ids stay plain, for indexing
+    # a codec without `index` (not an IndexingCodec) leaves crypto lookup keys plain; AeadCodec HMACs
+    # them (tests/unit/store/test_at_rest.py)
+    assert b"ITEMPLAIN" in on_disk and b"GROUPPLAIN" in on_disk
     assert DeviceId("DEV").encode() in on_disk
