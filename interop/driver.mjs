@@ -4,7 +4,7 @@
 // Protocol (stdin -> stdout, one JSON object per line):
 //   request  {"id": <any>, "cmd": "<name>", ...args}
 //   response {"id": <same>, "ok": true, "result": {...}} or {"id": <same>, "ok": false, "error": "..."}
-//   pushed   {"event": "<kind>", ...}   (asynchronous: "ready", "invite", "message")
+//   pushed   {"event": "<kind>", ...}   (asynchronous: "ready", "invite", "message", "to_device")
 // Every command is listed in COMMANDS below. Logs go to stderr only (stdout is the protocol channel);
 // nothing secret (access token, password, keys' private parts) or message body is ever logged.
 // Waits are on conditions (client events plus a short re-check interval) with a timeout, never on a
@@ -41,6 +41,9 @@ const log = makeLogger("jspeer");
 function emit(obj) {
   process.stdout.write(JSON.stringify(obj) + "\n");
 }
+
+// To-device contents pushed to the harness never carry key material.
+const SECRET_FIELDS = ["session_key", "secret", "private_key"];
 
 // ---- state -----------------------------------------------------------------------------------------
 let client = null;
@@ -217,6 +220,19 @@ const COMMANDS = {
       else push();
     });
     client.on(MatrixEventEvent.Decrypted, wake);
+    client.on(ClientEvent.ReceivedToDeviceMessage, ({ message, encryptionInfo }) => {
+      const content = { ...(message.content ?? {}) };
+      for (const secret of SECRET_FIELDS) if (secret in content) content[secret] = "<redacted>";
+      emit({
+        event: "to_device",
+        type: message.type,
+        sender: message.sender,
+        content,
+        encrypted: encryptionInfo !== null,
+        sender_device: encryptionInfo?.senderDevice ?? null,
+        sender_key: encryptionInfo?.senderCurve25519KeyBase64 ?? null,
+      });
+    });
     client.on(RoomMemberEvent.Membership, (_ev, member) => {
       wake();
       if (member.userId === client.getUserId() && member.membership === "invite")
@@ -392,6 +408,22 @@ const COMMANDS = {
       timeoutMs,
       `${count} device(s) of ${userId}`,
     );
+  },
+
+  // {eventType, devices: [{userId, deviceId}], content, encrypted = true} -> {}; returns once the
+  // server accepted the PUT /sendToDevice. Encrypted: Olm per device via CryptoApi.encryptToDeviceMessages.
+  async send_to_device({ eventType, devices, content, encrypted = true }) {
+    const batch = encrypted
+      ? await requireClient().getCrypto().encryptToDeviceMessages(eventType, devices, content)
+      : { eventType, batch: devices.map(({ userId, deviceId }) => ({ userId, deviceId, payload: content })) };
+    const map = new Map();
+    for (const { userId, deviceId, payload } of batch.batch) {
+      if (!map.has(userId)) map.set(userId, new Map());
+      map.get(userId).set(deviceId, payload);
+    }
+    need(map.size > 0, "no device to send to (unknown devices are skipped when encrypting)");
+    await requireClient().sendToDevice(batch.eventType, map);
+    return { eventType: batch.eventType, count: batch.batch.length };
   },
 
   // {roomId} -> {}: the next message in the room starts a new Megolm session.

@@ -328,3 +328,16 @@ class JsPeer:
         )
         devices: list[Json] = res["devices"]
         return devices
+
+    async def send_to_device(
+        self, event_type: str, devices: list[tuple[str, str]], content: Json, encrypted: bool = True
+    ) -> int:
+        """Send `content` to (user_id, device_id) pairs, Olm-encrypted by default; returns how many went."""
+        res = await self.call(
+            "send_to_device",
+            eventType=event_type,
+            devices=[{"userId": u, "deviceId": d} for u, d in devices],
+            content=content,
+            encrypted=encrypted,
+        )
+        return int(res["count"])

@@ -73,6 +73,19 @@ async def test_two_js_peers_exchange_encrypted_messages(
     for peer in (alice, bob):
         failures = [e for e in await peer.messages(room_id) if e["decryption_failure"]]
         assert failures == []
+    # Olm-encrypted to-device messages reach the other device, naming the sending device.
+    assert bob.user_id is not None and alice.user_id is not None
+    nonce = secrets.token_hex(8)
+    sent = await alice.send_to_device(
+        "org.nimbus.test", [(bob.user_id, str(bob.device_id))], {"nonce": nonce}
+    )
+    assert sent == 1
+    got = await bob.wait_event(lambda e: e["event"] == "to_device" and e["content"].get("nonce") == nonce)
+    assert got["type"] == "org.nimbus.test" and got["sender"] == alice.user_id
+    assert got["encrypted"] and got["sender_device"] == alice.device_id
+    # The room keys bob received are reported, but never with their key material.
+    room_keys = [e for e in bob.events if e["event"] == "to_device" and e["type"] == "m.room_key"]
+    assert room_keys and all(e["content"]["session_key"] == "<redacted>" for e in room_keys)
 
 
 async def test_two_js_peers_across_federation(
