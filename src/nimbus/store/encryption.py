@@ -156,11 +156,12 @@ class AeadCodec:
         return bytes([VERSION]) + nonce + self._cipher().encrypt(nonce, plaintext, _AAD)
 
     def decode(self, stored: bytes) -> bytes:
+        cipher = self._cipher()
         stored = bytes(stored)
         if len(stored) < 1 + _NONCE_LEN + 16 or stored[0] != VERSION:
             raise StoreCorrupt("stored value has an unknown format")
         try:
-            return self._cipher().decrypt(stored[1 : 1 + _NONCE_LEN], stored[1 + _NONCE_LEN :], _AAD)
+            return cipher.decrypt(stored[1 : 1 + _NONCE_LEN], stored[1 + _NONCE_LEN :], _AAD)
         except InvalidTag:
             raise StoreCorrupt("stored value failed authentication (damaged, or another key)") from None
 

@@ -156,7 +156,8 @@ async def test_failing_crypto_changes_keep_no_outbox_entry(make_store: MakeStore
     store = await make_store(PoisonCodec())
     with pytest.raises(PoisonError):
         await store.outbox_add(
-            entry("t1"), crypto=changes(("a", "", "1", b"fine"), ("outbound_group_session", ROOM, "", b"POISON"))
+            entry("t1"),
+            crypto=changes(("a", "", "1", b"fine"), ("outbound_group_session", ROOM, "", b"POISON")),
         )
     assert await store.outbox_get(TxnId("t1")) is None
     assert await store.crypto_get("a", "", "1") is None
