@@ -45,7 +45,7 @@ class RawDevice:
 
     def publish(self, keys: dict[str, Any] | None = None) -> None:
         self.server.device_keys.setdefault(self.user, {})[self.device] = keys or self.device_keys()
-        for (u, d), changed in list(self.server.changed.items()):
+        for (_u, _d), changed in list(self.server.changed.items()):
             changed.add(self.user)
         self.account.generate_one_time_keys(5)
         for kid, key in self.account.one_time_keys.items():
@@ -62,7 +62,8 @@ class RawDevice:
             claimed = self.server._claim({"one_time_keys": {user: {device: "signed_curve25519"}}})
             [obj] = claimed["one_time_keys"][user][device].values()
             self.sessions[curve] = self.account.create_outbound_session(
-                vodozemac.Curve25519PublicKey.from_base64(curve), vodozemac.Curve25519PublicKey.from_base64(obj["key"])
+                vodozemac.Curve25519PublicKey.from_base64(curve),
+                vodozemac.Curve25519PublicKey.from_base64(obj["key"]),
             )
         mtype, body = self.sessions[curve].encrypt(json.dumps(payload).encode()).to_parts()
         return {
@@ -75,7 +76,9 @@ class RawDevice:
             },
         }
 
-    def payload(self, user: str, device: str, etype: str, content: dict[str, Any], **override: Any) -> dict[str, Any]:
+    def payload(
+        self, user: str, device: str, etype: str, content: dict[str, Any], **override: Any
+    ) -> dict[str, Any]:
         their = self.server.device_keys[user][device]
         p = {
             "type": etype,

@@ -47,8 +47,12 @@ async def test_device_keys_signed_and_uploaded_once() -> None:
     assert [r for r in await m.outgoing_requests() if r.kind == RequestKind.KEYS_UPLOAD] == []
     # counts drop: top-up to max/2, without device keys this time
     await m.receive_sync_changes(
-        to_device=[], changed=[], left=[], one_time_key_counts={"signed_curve25519": 20},
-        unused_fallback_key_types=["signed_curve25519"], now_ms=1,
+        to_device=[],
+        changed=[],
+        left=[],
+        one_time_key_counts={"signed_curve25519": 20},
+        unused_fallback_key_types=["signed_curve25519"],
+        now_ms=1,
     )
     rid2, body2 = await _upload(m)
     assert rid2 != rid and "device_keys" not in body2 and "fallback_keys" not in body2
@@ -69,8 +73,12 @@ async def test_upload_retry_after_crash_sends_the_same_keys() -> None:
     await m2.mark_request_as_sent(rid2, {"one_time_key_counts": {"signed_curve25519": 25}})
     await store.crypto_save(m2.take_changes())
     await m2.receive_sync_changes(
-        to_device=[], changed=[], left=[], one_time_key_counts={"signed_curve25519": 0},
-        unused_fallback_key_types=[], now_ms=1,
+        to_device=[],
+        changed=[],
+        left=[],
+        one_time_key_counts={"signed_curve25519": 0},
+        unused_fallback_key_types=[],
+        now_ms=1,
     )
     lost = m2.take_changes()  # not committed: dropped with the machine
     assert lost
@@ -84,8 +92,12 @@ async def test_fallback_key_generated_when_used_and_not_twice_while_pending() ->
     await m.mark_request_as_sent(rid, {"one_time_key_counts": {"signed_curve25519": 25}})
     for _ in range(2):
         await m.receive_sync_changes(
-            to_device=[], changed=[], left=[], one_time_key_counts={"signed_curve25519": 25},
-            unused_fallback_key_types=[], now_ms=1,
+            to_device=[],
+            changed=[],
+            left=[],
+            one_time_key_counts={"signed_curve25519": 25},
+            unused_fallback_key_types=[],
+            now_ms=1,
         )
     rid2, body2 = await _upload(m)
     assert len(body2["fallback_keys"]) == 1
@@ -94,8 +106,12 @@ async def test_fallback_key_generated_when_used_and_not_twice_while_pending() ->
     # server that does not support fallback keys (None): nothing generated
     await m.mark_request_as_sent(rid2, {"one_time_key_counts": {"signed_curve25519": 25}})
     await m.receive_sync_changes(
-        to_device=[], changed=[], left=[], one_time_key_counts={"signed_curve25519": 25},
-        unused_fallback_key_types=None, now_ms=1,
+        to_device=[],
+        changed=[],
+        left=[],
+        one_time_key_counts={"signed_curve25519": 25},
+        unused_fallback_key_types=None,
+        now_ms=1,
     )
     assert [r for r in await m.outgoing_requests() if r.kind == RequestKind.KEYS_UPLOAD] == []
 

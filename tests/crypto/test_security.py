@@ -6,9 +6,8 @@ import base64
 import json
 from typing import Any
 
-import vodozemac
-
 import pytest
+import vodozemac
 
 from nimbus.crypto.errors import DecryptionCause, DecryptionError, ToDeviceCause
 from tests.crypto.helpers import RawDevice, megolm_content
@@ -30,8 +29,12 @@ async def _setup() -> tuple[FakeServer, RawDevice, Device]:
 
 async def _receive(bob: Device, *events: dict[str, Any]) -> list[Any]:
     results = await bob.machine.receive_sync_changes(
-        to_device=list(events), changed=[], left=[], one_time_key_counts={"signed_curve25519": 50},
-        unused_fallback_key_types=["signed_curve25519"], now_ms=bob.now,
+        to_device=list(events),
+        changed=[],
+        left=[],
+        one_time_key_counts={"signed_curve25519": 50},
+        unused_fallback_key_types=["signed_curve25519"],
+        now_ms=bob.now,
     )
     await bob.commit()
     return results
@@ -61,7 +64,12 @@ async def test_unencrypted_room_key_ignored() -> None:
 async def test_forwarded_room_key_ignored_even_over_olm() -> None:
     _, raw, bob = await _setup()
     g, key = raw.room_key(ROOM)
-    fwd = {**key, "sender_key": raw.curve, "sender_claimed_ed25519_key": raw.ed, "forwarding_curve25519_key_chain": []}
+    fwd = {
+        **key,
+        "sender_key": raw.curve,
+        "sender_claimed_ed25519_key": raw.ed,
+        "forwarding_curve25519_key_chain": [],
+    }
     results = await _receive(
         bob,
         {"type": "m.forwarded_room_key", "sender": ALICE, "content": fwd},
@@ -136,7 +144,9 @@ async def test_tampered_megolm_ciphertext_is_a_clear_error_and_machine_goes_on()
     flipped = ct[:20] + ("A" if ct[20] != "A" else "B") + ct[21:]
     for bad in (flipped, "!!notbase64", ct[:-10]):
         with pytest.raises(DecryptionError) as err:
-            await bob.machine.decrypt_room_event(room_event(ROOM, ALICE, {**content, "ciphertext": bad}, "$x"), now_ms=1)
+            await bob.machine.decrypt_room_event(
+                room_event(ROOM, ALICE, {**content, "ciphertext": bad}, "$x"), now_ms=1
+            )
         assert err.value.cause is DecryptionCause.BAD_CIPHERTEXT
     ev = await bob.machine.decrypt_room_event(room_event(ROOM, ALICE, content, "$ok"), now_ms=1)
     assert ev.content == {"body": "a"}
@@ -156,7 +166,7 @@ async def test_tampered_olm_ciphertext_reported_and_next_message_works() -> None
 
 
 async def test_duplicate_olm_message_is_a_duplicate_not_a_wedge() -> None:
-    server, raw, bob = await _setup()
+    _server, raw, bob = await _setup()
     _, key = raw.room_key(ROOM)
     ev = raw.olm_to(BOB, "B1", raw.payload(BOB, "B1", "m.room_key", key))
     assert [r.status for r in await _receive(bob, ev)] == ["room_key"]
@@ -171,7 +181,9 @@ async def test_wedged_session_replaced_with_dummy_rate_limited() -> None:
     await _receive(bob, raw.olm_to(BOB, "B1", raw.payload(BOB, "B1", "m.room_key", key)))
     # bob loses the session (e.g. restored an old backup): raw's next normal message cannot be decrypted
     [sid] = [i for (k, g, i) in bob.store.snapshot() if k == "olm_session"]
-    await bob.store.crypto_save(type(bob.machine.take_changes())(objects={("olm_session", raw.curve, sid): None}))
+    await bob.store.crypto_save(
+        type(bob.machine.take_changes())(objects={("olm_session", raw.curve, sid): None})
+    )
     await bob.reload()
     # raw's next message (still a pre-key message on the lost session) makes no session: wedged
     ev = raw.olm_to(BOB, "B1", raw.payload(BOB, "B1", "m.dummy", {}))
@@ -180,7 +192,7 @@ async def test_wedged_session_replaced_with_dummy_rate_limited() -> None:
     await bob.flush()
     [dummy] = [c for u, d, t, c in server.to_device_log if u == ALICE and d == "A1"]  # new session + m.dummy
     [body] = dummy["ciphertext"].values()
-    session, plaintext = raw.account.create_inbound_session(
+    _session, plaintext = raw.account.create_inbound_session(
         vodozemac.Curve25519PublicKey.from_base64(dummy["sender_key"]),
         vodozemac.AnyOlmMessage.from_parts(body["type"], base64.b64decode(body["body"] + "==")).to_pre_key(),
     )

@@ -72,8 +72,6 @@ class FakeServer:
             if old is not None and old["keys"] != body["device_keys"]["keys"]:
                 raise ServerError("device keys changed")
             self.device_keys.setdefault(user, {})[device] = body["device_keys"]
-            for (u, d), changed in self.changed.items():
-                changed.add(user)
             for u, devs in self.device_keys.items():
                 for d in devs:
                     self.changed.setdefault((u, d), set()).add(user)
@@ -105,9 +103,11 @@ class FakeServer:
     def sync_for(self, user: str, device: str) -> dict[str, Any]:
         to_device = self.inbox.pop((user, device), [])
         changed = sorted(self.changed.pop((user, device), set()))
-        fallback_types = [] if (user, device) in self.used_fallback or not self.fallback.get((user, device)) else [
-            "signed_curve25519"
-        ]
+        fallback_types = (
+            []
+            if (user, device) in self.used_fallback or not self.fallback.get((user, device))
+            else ["signed_curve25519"]
+        )
         return {
             "to_device": to_device,
             "changed": changed,
@@ -120,7 +120,9 @@ class FakeServer:
 class Device:
     """One nimbus device: a machine on an in-memory store, driven the way the client drives it."""
 
-    def __init__(self, server: FakeServer, user: str, device: str, store: MemoryCryptoStore | None = None) -> None:
+    def __init__(
+        self, server: FakeServer, user: str, device: str, store: MemoryCryptoStore | None = None
+    ) -> None:
         self.server = server
         self.user = user
         self.device = device
