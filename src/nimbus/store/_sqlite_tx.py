@@ -1,6 +1,7 @@
 """SQLite statements for one transaction: the `_tx.Tx` primitives, run on the store's worker thread.
 
-Owns: the SQL behind `apply_sync_batch`/`apply_backfill` and the outbox row queries. Rules: never
+Owns: the SQL behind `apply_sync_batch`/`apply_backfill`/`apply_crypto`/`apply_decrypted`, the
+outbox row queries and the crypto-object and decrypted-event reads. Rules: never
 commits or rolls back (the caller, `SqliteStore._write`, owns the transaction); blobs arrive encoded.
 """
 
@@ -9,9 +10,9 @@ from __future__ import annotations
 import sqlite3
 
 from nimbus.store import _tx
-from nimbus.store.base import OutboxEntry
+from nimbus.store.base import JSONDict, OutboxEntry
 from nimbus.store.codec import ValueCodec
-from nimbus.types.ids import RoomId
+from nimbus.types.ids import EventId, RoomId
 
 OUTBOX_SELECT = (
     "SELECT txn_id, room_id, event_type, content_blob, state, event_id, created_ts, attempts, last_error "
@@ -128,6 +129,32 @@ class SqliteTx:
             "INSERT OR REPLACE INTO decrypted_events (room_id, event_id, event_blob) VALUES (?, ?, ?)",
             (room_id, event_id, blob),
         )
+
+    def decrypted(self, room_id: RoomId, event_ids: list[EventId]) -> dict[EventId, JSONDict]:
+        out: dict[EventId, JSONDict] = {}
+        for event_id in dict.fromkeys(event_ids):
+            row = self.c.execute(
+                "SELECT event_blob FROM decrypted_events WHERE room_id = ? AND event_id = ?",
+                (room_id, event_id),
+            ).fetchone()
+            if row is not None:
+                out[event_id] = _tx.decode_content(self.codec, row[0], "decrypted event")
+        return out
+
+    def crypto_get(self, kind: str, group: str, item: str) -> bytes | None:
+        grp_key, item_key = _tx.crypto_keys(self.codec, kind, group, item)
+        row = self.c.execute(
+            "SELECT value_blob FROM crypto_objects WHERE kind = ? AND grp_key = ? AND item_key = ?",
+            (kind, grp_key, item_key),
+        ).fetchone()
+        return None if row is None else _tx.decode_bytes(self.codec, row[0], "crypto object")
+
+    def crypto_list(self, kind: str, group: str) -> list[tuple[str, bytes]]:
+        rows = self.c.execute(
+            "SELECT item_blob, value_blob FROM crypto_objects WHERE kind = ? AND grp_key = ?",
+            (kind, _tx.index_key(self.codec, kind, group)),
+        ).fetchall()
+        return [_tx.crypto_item(self.codec, item, value) for item, value in rows]
 
 
 def outbox_get(conn: sqlite3.Connection, codec: ValueCodec, txn_id: str) -> OutboxEntry | None:

@@ -313,13 +313,18 @@ def apply_crypto(tx: Tx, codec: ValueCodec, changes: CryptoChanges | None) -> No
     """Puts and deletes of crypto objects (nimbus/crypto/store.py), inside the caller's transaction."""
     if not changes:
         return
-    for (kind, group, item), value in changes.objects.items():
+    for key, value in changes.objects.items():
+        if len(key) != 3 or not all(isinstance(p, str) for p in key):
+            raise StoreError("a crypto object key is (kind, group, item) strings")
+        if value is not None and not isinstance(value, bytes):
+            raise StoreError("a crypto object value is bytes or None")
+        kind, group, item = key
         grp_key, item_key = crypto_keys(codec, kind, group, item)
         if value is None:
             tx.delete_crypto(kind, grp_key, item_key)
         else:
             item_blob = codec.encode(item.encode("utf-8"))
-            tx.put_crypto(kind, grp_key, item_key, item_blob, codec.encode(bytes(value)))
+            tx.put_crypto(kind, grp_key, item_key, item_blob, codec.encode(value))
 
 
 def apply_decrypted(

@@ -2,8 +2,9 @@
 
 Owns: the `ValueCodec` Protocol and `PlainCodec`. Rules:
 - The store encodes, before writing, every column that holds a secret or message content: the access
-  token, event JSON (timeline, current state, invite state), outbox content and account data. Ids,
-  membership, timestamps and sync tokens stay plain so they can be indexed.
+  token, event JSON (timeline, current state, invite state), outbox content, account data, crypto
+  object values and names, decrypted plaintexts. Ids, membership, timestamps and sync tokens stay
+  plain so they can be indexed.
 - `PlainCodec` is NOT encryption: it returns its input unchanged. It exists so the store's shape is
   final; real stores use `AeadCodec` (nimbus.store.encryption, key derived from a passphrase).
   PlainCodec is for tests that ask for it explicitly.

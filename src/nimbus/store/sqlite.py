@@ -375,44 +375,15 @@ class SqliteStore:
         await self._write(lambda c: SqliteTx(c, self._codec).put_decrypted(room_id, event_id, blob))
 
     async def decrypted(self, room_id: RoomId, event_ids: list[EventId]) -> dict[EventId, JSONDict]:
-        def read(c: sqlite3.Connection) -> dict[EventId, JSONDict]:
-            out: dict[EventId, JSONDict] = {}
-            for event_id in dict.fromkeys(event_ids):
-                row = c.execute(
-                    "SELECT event_blob FROM decrypted_events WHERE room_id = ? AND event_id = ?",
-                    (room_id, event_id),
-                ).fetchone()
-                if row is not None:
-                    out[event_id] = _tx.decode_content(self._codec, row[0], "decrypted event")
-            return out
-
-        return await self._run(read)
+        return await self._run(lambda c: SqliteTx(c, self._codec).decrypted(room_id, event_ids))
 
     # -- crypto objects (nimbus.crypto.store.CryptoStore) -----------------------------------------
 
     async def crypto_get(self, kind: str, group: str, item: str) -> bytes | None:
-        grp_key, item_key = _tx.crypto_keys(self._codec, kind, group, item)
-
-        def read(c: sqlite3.Connection) -> bytes | None:
-            row = c.execute(
-                "SELECT value_blob FROM crypto_objects WHERE kind = ? AND grp_key = ? AND item_key = ?",
-                (kind, grp_key, item_key),
-            ).fetchone()
-            return None if row is None else _tx.decode_bytes(self._codec, row[0], "crypto object")
-
-        return await self._run(read)
+        return await self._run(lambda c: SqliteTx(c, self._codec).crypto_get(kind, group, item))
 
     async def crypto_list(self, kind: str, group: str) -> list[tuple[str, bytes]]:
-        grp_key = _tx.index_key(self._codec, kind, group)
-
-        def read(c: sqlite3.Connection) -> list[tuple[str, bytes]]:
-            rows = c.execute(
-                "SELECT item_blob, value_blob FROM crypto_objects WHERE kind = ? AND grp_key = ?",
-                (kind, grp_key),
-            ).fetchall()
-            return [_tx.crypto_item(self._codec, item, value) for item, value in rows]
-
-        return await self._run(read)
+        return await self._run(lambda c: SqliteTx(c, self._codec).crypto_list(kind, group))
 
     async def crypto_save(self, changes: CryptoChanges) -> None:
         await self._write(lambda c: _tx.apply_crypto(SqliteTx(c, self._codec), self._codec, changes))

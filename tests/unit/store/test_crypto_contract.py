@@ -221,3 +221,15 @@ async def test_closed_store_refuses_crypto_calls(store: Store) -> None:
         await store.crypto_save(changes(("account", "", "", b"a")))
     with pytest.raises(StoreClosed):
         await store.decrypted(RoomId(ROOM), [EventId("$1")])
+
+
+async def test_malformed_change_set_keeps_nothing(store: Store) -> None:
+    bad = CryptoChanges()
+    bad.put("account", "", "", b"fine")
+    bad.objects[("olm_session", "g", "i")] = "not bytes"  # type: ignore[assignment]
+    with pytest.raises(StoreError):
+        await store.crypto_save(bad)
+    with pytest.raises(StoreError):
+        await store.save_sync_batch(batch("s1"), crypto=bad)
+    assert await store.crypto_get("account", "", "") is None
+    assert await store.load_sync_token() is None
