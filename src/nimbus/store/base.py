@@ -171,6 +171,14 @@ class Store(CryptoStore, Protocol):
         """
         ...
 
+    async def outbox_seal(
+        self, txn_id: TxnId, event_type: str, content: JSONDict, crypto: CryptoChanges | None = None
+    ) -> None:
+        """Replace a pending entry's plaintext by its ciphertext (`event_type` m.room.encrypted), in one
+        transaction with the crypto changes (the ratchet advance) that produced it. From then on a
+        retry resends exactly these bytes. UnknownOutboxEntry if it is not pending."""
+        ...
+
     async def outbox_pending(self) -> list[OutboxEntry]:
         """Entries in state "pending", oldest first."""
         ...

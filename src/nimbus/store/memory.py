@@ -298,6 +298,21 @@ class MemoryStore:
 
         self._write(write)
 
+    async def outbox_seal(
+        self, txn_id: TxnId, event_type: str, content: JSONDict, crypto: CryptoChanges | None = None
+    ) -> None:
+        blob = _tx.encode_json(self._codec, content)
+
+        def write(t: _MemoryTx) -> None:
+            _tx.apply_crypto(t, self._codec, crypto)
+            row = t.d.outbox.get(txn_id)
+            if row is None or row.entry.state != "pending":
+                raise UnknownOutboxEntry("no pending outbox entry has this transaction id")
+            row.entry = replace(row.entry, event_type=event_type)
+            row.blob = blob
+
+        self._write(write)
+
     async def outbox_pending(self) -> list[OutboxEntry]:
         t = self._read()
         rows = sorted(

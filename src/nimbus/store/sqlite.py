@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import warnings
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -81,8 +80,7 @@ class SqliteStore:
         random salt and `kdf` (default `KdfParams()`; an existing database keeps the parameters it was
         created with). `codec`: ONLY for tests that want a specific codec (e.g. `PlainCodec()`); it
         cannot be combined with a passphrase, and cannot open an encrypted database.
-        DEPRECATED, temporary: with neither, a database is opened with `PlainCodec` (values NOT
-        encrypted) and a DeprecationWarning; an encrypted database refuses this (PassphraseRequired).
+        With neither, PassphraseRequired: there is no default and no unencrypted fallback.
         Raises WrongPassphrase, PassphraseRequired, SchemaTooNew, StoreCorrupt, StoreError.
         """
         if passphrase is not None and codec is not None:
@@ -90,12 +88,7 @@ class SqliteStore:
         if passphrase is not None and not passphrase:
             raise PassphraseRequired("an empty passphrase is refused; the store needs a real passphrase")
         if passphrase is None and codec is None:
-            warnings.warn(
-                "SqliteStore.open without a passphrase stores values UNENCRYPTED; this temporary path "
-                "will be removed: pass passphrase=... (or codec=PlainCodec() in tests)",
-                DeprecationWarning,
-                stacklevel=2,
-            )
+            raise PassphraseRequired("the store needs a passphrase (there is no default)")
         migs = migrations if migrations is not None else bundled_migrations()
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="nimbus-store")
         loop = asyncio.get_running_loop()
@@ -331,6 +324,22 @@ class SqliteStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise StoreError("an outbox entry with this transaction id already exists") from exc
+
+        await self._write(write)
+
+    async def outbox_seal(
+        self, txn_id: TxnId, event_type: str, content: JSONDict, crypto: CryptoChanges | None = None
+    ) -> None:
+        blob = _tx.encode_json(self._codec, content)
+
+        def write(c: sqlite3.Connection) -> None:
+            _tx.apply_crypto(SqliteTx(c, self._codec), self._codec, crypto)
+            cur = c.execute(
+                "UPDATE outbox SET event_type = ?, content_blob = ? WHERE txn_id = ? AND state = 'pending'",
+                (event_type, blob, txn_id),
+            )
+            if cur.rowcount != 1:
+                raise UnknownOutboxEntry("no pending outbox entry has this transaction id")
 
         await self._write(write)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sqlite3
-import warnings
 from pathlib import Path
 
 import pytest
@@ -184,9 +183,8 @@ async def test_encrypted_store_refuses_to_open_without_its_passphrase(tmp_path: 
     path = tmp_path / "nimbus.db"
     await (await SqliteStore.open(path, passphrase=PASSPHRASE, kdf=FAST_KDF)).close()
     before = files(tmp_path)
-    with pytest.raises(PassphraseRequired), warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        await SqliteStore.open(path)  # the deprecated no-passphrase path
+    with pytest.raises(PassphraseRequired):
+        await SqliteStore.open(path)
     with pytest.raises(PassphraseRequired):
         await SqliteStore.open(path, PlainCodec())
     assert files(tmp_path) == before
@@ -228,9 +226,14 @@ async def test_default_kdf_parameters_are_recorded(tmp_path: Path) -> None:
     assert KdfParams.from_json(meta(path)["kdf"]) == KdfParams()
 
 
-async def test_no_passphrase_and_no_codec_is_deprecated(tmp_path: Path) -> None:
-    with pytest.warns(DeprecationWarning, match="UNENCRYPTED"):
-        store = await SqliteStore.open(tmp_path / "nimbus.db")
+async def test_no_passphrase_and_no_codec_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(PassphraseRequired, match="no default"):
+        await SqliteStore.open(tmp_path / "nimbus.db")
+    assert not (tmp_path / "nimbus.db").exists()
+
+
+async def test_a_plain_test_store_has_no_keys_to_derive(tmp_path: Path) -> None:
+    store = await SqliteStore.open(tmp_path / "nimbus.db", PlainCodec())
     try:
         assert not store.encrypted
         with pytest.raises(StoreError, match="no passphrase"):
