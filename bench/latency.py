@@ -50,6 +50,7 @@ from nimbus.client.profile import Profile
 from nimbus.homeserver import Homeserver, Lab, RegisteredUser
 from nimbus.store import OutboxEntry
 from nimbus.types.events import SyncBatch
+from nimbus.types.ids import RoomId
 
 WARMUP = 5  # unmeasured messages per mode before the first block
 BLOCK = 10  # measured messages per block; modes alternate block by block
@@ -97,26 +98,28 @@ class Mode(Protocol):
 
 
 class NimbusMode:
-    """nimbus's real path: durable outbox + PUT; SyncLoop.run (long-poll, parse, store save, listeners)."""
+    """nimbus's real path: durable outbox + PUT; SyncLoop.run (long-poll, parse, decrypt, store save,
+    listeners). In an encrypted room (`nimbus-e2ee`) the sender encrypts (Megolm ratchet saved with the
+    outbox entry) and the message counts as received when its plaintext is saved on the receiver."""
 
-    name = "nimbus"
-
-    def __init__(self, sender: Client, receiver: Client, room_id: str) -> None:
+    def __init__(self, sender: Client, receiver: Client, room_id: str, *, encrypted: bool = False) -> None:
         self.sender, self.receiver, self.room_id = sender, receiver, room_id
+        self.encrypted = encrypted
+        self.name = "nimbus_e2ee" if encrypted else "nimbus"
         self._inbox: Inbox | None = None
         receiver.sync.listeners.append(self._on_batch)
 
-    def _on_batch(self, batch: SyncBatch, confirmed: list[OutboxEntry]) -> None:
-        at = time.perf_counter()  # listeners run after the store saved the batch
+    async def _on_batch(self, batch: SyncBatch, confirmed: list[OutboxEntry]) -> None:
+        at = time.perf_counter()  # listeners run after the store saved the batch (and its plaintexts)
         if self._inbox is None:
             return
-        bodies = [
-            str(event.content.get("body"))
-            for room in batch.rooms
-            if room.room_id == self.room_id
-            for event in room.timeline
-            if event.type == "m.room.message"
-        ]
+        events = [e for room in batch.rooms if room.room_id == self.room_id for e in room.timeline]
+        if self.encrypted:
+            ids = [e.event_id for e in events if e.type == "m.room.encrypted"]
+            plain = await self.receiver.store.decrypted(RoomId(self.room_id), ids) if ids else {}
+            bodies = [str(p.get("content", {}).get("body")) for p in plain.values() if p.get("ok")]
+        else:
+            bodies = [str(e.content.get("body")) for e in events if e.type == "m.room.message"]
         self._inbox.seen(bodies, at)
 
     def start_receiver(self, inbox: Inbox) -> asyncio.Task[None]:
@@ -269,7 +272,12 @@ class Pair:
     receiver_user: RegisteredUser
 
 
-async def setup_pair(send_hs: Homeserver, recv_hs: Homeserver, profiles: Path, tag: str) -> Pair:
+BENCH_PASSPHRASE = "bench store passphrase"  # throwaway profiles in a temp dir
+
+
+async def setup_pair(
+    send_hs: Homeserver, recv_hs: Homeserver, profiles: Path, tag: str, *, encrypted: bool = False
+) -> Pair:
     """Fresh users, logged-in nimbus clients, and a room both have joined and synced."""
     suffix = secrets.token_hex(3)
     pw_s, pw_r = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
@@ -280,6 +288,7 @@ async def setup_pair(send_hs: Homeserver, recv_hs: Homeserver, profiles: Path, t
         send_hs.client_url,
         s_user.user_id,
         pw_s,
+        passphrase=BENCH_PASSPHRASE,
         device_name="nimbus bench",
     )
     receiver = await Client.login(
@@ -287,10 +296,13 @@ async def setup_pair(send_hs: Homeserver, recv_hs: Homeserver, profiles: Path, t
         recv_hs.client_url,
         r_user.user_id,
         pw_r,
+        passphrase=BENCH_PASSPHRASE,
         device_name="nimbus bench",
     )
     try:
-        room_id = await sender.create_room(name=f"latency bench ({tag})", invite=[r_user.user_id])
+        room_id = await sender.create_room(
+            name=f"latency bench ({tag})", invite=[r_user.user_id], encrypted=encrypted
+        )
         deadline = time.monotonic() + RECEIVE_TIMEOUT_S
         while room_id not in await receiver.room_ids("invite"):
             if time.monotonic() > deadline:
@@ -308,13 +320,18 @@ async def setup_pair(send_hs: Homeserver, recv_hs: Homeserver, profiles: Path, t
     return Pair(room_id, sender, receiver, s_user, r_user)
 
 
-async def make_modes(pair: Pair, send_hs: Homeserver, recv_hs: Homeserver) -> list[Mode]:
-    """The modes compared in a topology (the E2EE issue adds its encrypted nimbus mode here)."""
+async def make_modes(pair: Pair, e2ee: Pair, send_hs: Homeserver, recv_hs: Homeserver) -> list[Mode]:
+    """The modes compared in a topology: nimbus in a plaintext room, nimbus in an encrypted room
+    (its own pair of users), and the bare-HTTP plaintext baseline."""
     bare = BareMode(
         pair.sender_user, send_hs.client_url, pair.receiver_user, recv_hs.client_url, pair.room_id
     )
     await bare.prepare()
-    return [NimbusMode(pair.sender, pair.receiver, pair.room_id), bare]
+    return [
+        NimbusMode(pair.sender, pair.receiver, pair.room_id),
+        NimbusMode(e2ee.sender, e2ee.receiver, e2ee.room_id, encrypted=True),
+        bare,
+    ]
 
 
 async def run_topology(
@@ -322,15 +339,17 @@ async def run_topology(
 ) -> dict[str, list[float]]:
     progress(f"{tag}: setting up users and a room…")
     pair = await setup_pair(send_hs, recv_hs, base / "profiles", tag)
+    e2ee = await setup_pair(send_hs, recv_hs, base / "profiles", tag + "-e2ee", encrypted=True)
     modes: list[Mode] = []
     try:
-        modes = await make_modes(pair, send_hs, recv_hs)
+        modes = await make_modes(pair, e2ee, send_hs, recv_hs)
         progress(f"{tag}: measuring {messages} messages per mode ({', '.join(m.name for m in modes)})…")
         return await measure(modes, messages)
     finally:
         if not modes:
-            await pair.sender.close()
-            await pair.receiver.close()
+            for p in (pair, e2ee):
+                await p.sender.close()
+                await p.receiver.close()
         for mode in modes:
             await mode.close()
 
@@ -355,17 +374,27 @@ def summarize(results: dict[str, list[float]]) -> dict[str, Any]:
         }
     out["ratio_p50"] = round(out["nimbus"]["p50_ms"] / out["bare"]["p50_ms"], 3)
     out["ratio_p99"] = round(out["nimbus"]["p99_ms"] / out["bare"]["p99_ms"], 3)
+    if "nimbus_e2ee" in out:  # encrypted nimbus against bare-HTTP plaintext (the E2EE issue's figure)
+        out["e2ee_ratio_p50"] = round(out["nimbus_e2ee"]["p50_ms"] / out["bare"]["p50_ms"], 3)
+        out["e2ee_ratio_p99"] = round(out["nimbus_e2ee"]["p99_ms"] / out["bare"]["p99_ms"], 3)
     return out
 
 
 def table(figures: dict[str, Any]) -> str:
-    rows = [f"{'topology':<11} {'mode':<7} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'n':>5}"]
+    rows = [f"{'topology':<11} {'mode':<11} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9} {'n':>5}"]
     for topology, fig in figures.items():
-        for mode in ("nimbus", "bare"):
+        for mode in ("nimbus", "nimbus_e2ee", "bare"):
+            if mode not in fig:
+                continue
             m = fig[mode]
             cells = f"{m['p50_ms']:>9.2f} {m['p99_ms']:>9.2f} {m['mean_ms']:>9.2f} {m['n']:>5}"
-            rows.append(f"{topology:<11} {mode:<7} {cells}")
+            rows.append(f"{topology:<11} {mode:<11} {cells}")
         rows.append(f"{topology:<11} nimbus/bare: p50 x{fig['ratio_p50']:.2f}, p99 x{fig['ratio_p99']:.2f}")
+        if "e2ee_ratio_p50" in fig:
+            rows.append(
+                f"{topology:<11} nimbus_e2ee/bare: "
+                f"p50 x{fig['e2ee_ratio_p50']:.2f}, p99 x{fig['e2ee_ratio_p99']:.2f}"
+            )
     return "\n".join(rows)
 
 

@@ -24,8 +24,13 @@ class Result:
         return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
 
 
+PASSPHRASE = "test store passphrase"
+"""The store passphrase of every test profile (tests only; nimbus itself has no default)."""
+
+
 def env_with(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
+    env["NIMBUS_PASSPHRASE"] = PASSPHRASE
     env.update(extra)
     return env
 
@@ -47,7 +52,7 @@ def nimbus(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env=env or dict(os.environ),
+        env=env or env_with(),
         stdin=None if input is not None else subprocess.DEVNULL,
     )
     return Result(proc.returncode, proc.stdout, proc.stderr)

@@ -37,6 +37,10 @@ async def wait_until(predicate: Callable[[], Awaitable[bool] | bool], timeout: f
         await asyncio.sleep(POLL_INTERVAL)
 
 
+PASSPHRASE = "test store passphrase"
+"""The store passphrase of every test profile (tests only; nimbus itself has no default)."""
+
+
 async def logged_in(server: Homeserver, tmp_path: Path, name: str) -> Client:
     """Register `<name>-<random>` on `server` with a random password and log a client in for it.
 
@@ -46,7 +50,9 @@ async def logged_in(server: Homeserver, tmp_path: Path, name: str) -> Client:
     password = secrets.token_urlsafe(16)
     user = await asyncio.to_thread(server.create_user, localpart, password)
     profile = Profile(tmp_path / "profiles" / localpart)
-    return await Client.login(profile, server.client_url, user.user_id, password, device_name=name)
+    return await Client.login(
+        profile, server.client_url, user.user_id, password, passphrase=PASSPHRASE, device_name=name
+    )
 
 
 async def messages_with_body(client: Client, room_id: str, body: str) -> list[Message]:

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 from nimbus.homeserver import Homeserver
-from tests.integration.cli import NewUser, command, env_with, login, nimbus
+from tests.integration.cli import PASSPHRASE, NewUser, command, env_with, login, nimbus
 
 pytestmark = pytest.mark.integration
 
@@ -89,6 +91,7 @@ def test_tail_follows_new_messages_and_times_out_with_code_2(
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        env=env_with(),
     )
     try:
         assert tail.stderr is not None
@@ -122,6 +125,7 @@ def test_profile_lock_refuses_a_second_writer(
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        env=env_with(),
     )
     try:
         assert tail.stderr is not None and "following" in tail.stderr.readline()
@@ -159,43 +163,60 @@ def test_devices_list_and_revoke_an_old_device(
     assert (revoked.code == 1 and "UnknownToken" in revoked.stderr) or "token" in revoked.stderr.lower()
 
 
-def test_refuses_plaintext_into_an_encrypted_room(
-    alice: tuple[Path, str, str], homeserver: Homeserver
-) -> None:
-    import httpx
-
+def access_token_of(profile: Path) -> str:
     from nimbus.store import SqliteStore
 
-    async def token() -> str:
-        store = await SqliteStore.open(alice[0] / "store.db")
+    async def read() -> str:
+        store = await SqliteStore.open(profile / "store.db", passphrase=PASSPHRASE)
         session = await store.load_session()
         await store.close()
         assert session is not None
         return session.access_token
 
-    import asyncio
+    return asyncio.run(read())
 
-    access_token = asyncio.run(token())
-    r = httpx.post(
-        f"{homeserver.client_url}/_matrix/client/v3/createRoom",
-        headers={"Authorization": f"Bearer {access_token}"},
-        json={
-            "initial_state": [
-                {
-                    "type": "m.room.encryption",
-                    "state_key": "",
-                    "content": {"algorithm": "m.megolm.v1.aes-sha2"},
-                }
-            ]
-        },
+
+def test_rooms_are_encrypted_and_the_server_sees_only_ciphertext(
+    alice: tuple[Path, str, str], bob: tuple[Path, str, str], homeserver: Homeserver
+) -> None:
+    room_id = room_with(alice, bob)
+    rooms = nimbus(alice[0], "rooms", "--json")
+    assert [r["encrypted"] for r in rooms.objects if r["room_id"] == room_id] == [True]
+    sent = nimbus(alice[0], "send", room_id, "secret plans", "--json")
+    assert sent.code == 0, sent.stderr
+    event_id = sent.objects[0]["event_id"]
+
+    raw = httpx.get(
+        f"{homeserver.client_url}/_matrix/client/v3/rooms/{room_id}/event/{event_id}",
+        headers={"Authorization": f"Bearer {access_token_of(alice[0])}"},
     )
-    room_id = r.json()["room_id"]
-    refused = nimbus(alice[0], "send", room_id, "secret plans")
-    assert refused.code == 1
-    assert "end-to-end encrypted" in refused.stderr and "secret plans" not in refused.stderr
-    history = nimbus(alice[0], "history", room_id, "--json")
-    assert all(m.get("body") != "secret plans" for m in history.objects)
-    assert nimbus(alice[0], "outbox", "--json").objects == []  # nothing queued either
+    assert raw.status_code == 200
+    assert raw.json()["type"] == "m.room.encrypted" and "secret plans" not in raw.text
+
+    history = nimbus(bob[0], "history", room_id, "--json")
+    (mine,) = [m for m in history.objects if m["event_id"] == event_id]
+    assert mine["body"] == "secret plans" and mine["encrypted"] and mine["decrypted"]
+    assert mine["sender_device"]
+
+
+def test_an_unencrypted_room_on_request(alice: tuple[Path, str, str], homeserver: Homeserver) -> None:
+    created = nimbus(alice[0], "create-room", "--unencrypted", "--name", "announcements", "--json")
+    room_id = created.objects[0]["room_id"]
+    sent = nimbus(alice[0], "send", room_id, "public notice", "--json")
+    assert sent.code == 0, sent.stderr
+    raw = httpx.get(
+        f"{homeserver.client_url}/_matrix/client/v3/rooms/{room_id}/event/{sent.objects[0]['event_id']}",
+        headers={"Authorization": f"Bearer {access_token_of(alice[0])}"},
+    )
+    assert raw.json()["type"] == "m.room.message" and raw.json()["content"]["body"] == "public notice"
+
+
+def test_wrong_passphrase_is_a_clear_error_and_changes_nothing(alice: tuple[Path, str, str]) -> None:
+    before = (alice[0] / "store.db").read_bytes()
+    wrong = nimbus(alice[0], "whoami", env=env_with(NIMBUS_PASSPHRASE="not the passphrase"))
+    assert wrong.code == 1 and "passphrase" in wrong.stderr.lower()
+    assert (alice[0] / "store.db").read_bytes() == before
+    assert nimbus(alice[0], "whoami").code == 0
 
 
 def test_bad_input_gets_a_clear_error(alice: tuple[Path, str, str], tmp_path: Path) -> None:

@@ -28,7 +28,7 @@ import pytest
 from nimbus.client.client import Client
 from nimbus.client.profile import Profile
 from nimbus.homeserver import Homeserver
-from tests.integration.cli import command, login, nimbus
+from tests.integration.cli import PASSPHRASE, command, env_with, login, nimbus
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +82,7 @@ def test_messages_sent_while_the_server_is_down_arrive_once(server: Homeserver, 
     alice, bob, room_id = users_and_room(server, tmp_path)
 
     async def scenario() -> None:
-        client = await Client.open(Profile(alice))
+        client = await Client.open(Profile(alice), passphrase=PASSPHRASE)
         try:
             await client.sync_once(0)
             server.stop()
@@ -108,6 +108,7 @@ def test_cli_killed_before_delivery_delivers_once_after_restart(server: Homeserv
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
+        env=env_with(),
     )
     try:
         wait_until(lambda: pending_in(alice) == 1, "the message to be accepted into the outbox")
@@ -172,7 +173,7 @@ def test_cli_killed_after_the_server_stored_the_message_does_not_duplicate_it(
 ) -> None:
     alice, bob, room_id = users_and_room(server, tmp_path)
     port = int(server.client_url.rsplit(":", 1)[1])
-    relay = HoldingRelay(port, b"/send/m.room.message/")
+    relay = HoldingRelay(port, b"/send/m.room.encrypted/")  # rooms are end-to-end encrypted
     # Point alice's session at the relay: same server, same access token, same txn-id scope.
     with contextlib.closing(sqlite3.connect(alice / "store.db")) as db:
         db.execute("UPDATE session SET homeserver = ?", (f"http://127.0.0.1:{relay.port}",))
@@ -182,6 +183,7 @@ def test_cli_killed_after_the_server_stored_the_message_does_not_duplicate_it(
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,
+        env=env_with(),
     )
     try:
         wait_until(relay.seen.is_set, "the PUT to reach the server")

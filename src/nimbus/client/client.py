@@ -5,9 +5,9 @@ What it owns: the session lifecycle (login, restore, logout), the calls a person
 store (disk) and the sync loop / outbox (background work). It holds no protocol shapes (nimbus.api)
 and no storage details (nimbus.store).
 
-Encryption: until the end-to-end encryption core lands, nimbus refuses to send into a room that has
-`m.room.encryption` state (spec: "End-to-End Encryption", https://spec.matrix.org/v1.12/client-server-api/#end-to-end-encryption):
-it never sends plaintext into an encrypted room.
+Encryption (spec: "End-to-End Encryption", https://spec.matrix.org/v1.12/client-server-api/#end-to-end-encryption):
+rooms nimbus creates are encrypted; in an encrypted room `send` encrypts on the device and the timeline
+shows decrypted events (see nimbus.client.e2ee). nimbus never sends plaintext into an encrypted room.
 """
 
 from __future__ import annotations
@@ -16,19 +16,24 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from nimbus.api import account_data, auth, devices, discovery, room_events, room_state, rooms
-from nimbus.api.errors import ApiError, NotFound
+from nimbus.api import account_data, auth, devices, discovery, media, room_events, rooms
+from nimbus.api.errors import ApiError
 from nimbus.api.uia import with_password_auth
-from nimbus.client.outbox import FlushResult, Outbox, new_txn_id
+from nimbus.client.e2ee import MEGOLM, ClientCrypto
+from nimbus.client.outbox import FlushResult, NotReady, Outbox, new_txn_id
 from nimbus.client.profile import Profile
 from nimbus.client.room import Message, Room, build_room
 from nimbus.client.sync import SyncLoop
 from nimbus.client.transport import Transport
+from nimbus.crypto.attachments import decrypt_attachment, encrypt_attachment
+from nimbus.crypto.machine import OlmMachine
 from nimbus.store import OutboxEntry, Session, SqliteStore, Store
 from nimbus.types.errors import NimbusError
+from nimbus.types.events import Event
 from nimbus.types.ids import DeviceId, RoomId, UserId, parse_room_id
 
 log = logging.getLogger("nimbus.client")
@@ -36,10 +41,6 @@ log = logging.getLogger("nimbus.client")
 
 class NotLoggedIn(NimbusError):
     """The profile has no session: log in first."""
-
-
-class EncryptedRoomRefused(NimbusError):
-    """The room is end-to-end encrypted and this build of nimbus cannot encrypt yet."""
 
 
 class UnknownRoom(NimbusError):
@@ -79,14 +80,34 @@ async def resolve_homeserver(server: str, *, verify: str | bool = True) -> str:
 class Client:
     """A logged-in device. Create with `Client.login(...)` or `Client.open(profile)`; `close()` after."""
 
-    def __init__(self, store: Store, transport: Transport, session: Session, profile: Profile | None = None):
+    def __init__(
+        self,
+        store: Store,
+        transport: Transport,
+        session: Session,
+        crypto: ClientCrypto,
+        profile: Profile | None = None,
+    ):
         self.store = store
         self.transport = transport
         self.session = session
         self.profile = profile
+        self.crypto = crypto
         self.sync = SyncLoop(store, transport)
+        self.sync.preparer = crypto
         self.outbox = Outbox(store, transport)
+        self.outbox.sealer = self._seal
         self.sync.listeners.append(self._on_batch)
+
+    @classmethod
+    async def _assemble(
+        cls, store: Store, transport: Transport, session: Session, profile: Profile | None
+    ) -> Client:
+        """Load (or create, on first use) this device's Olm account and wire everything together."""
+        machine = await OlmMachine.load(
+            store, session.user_id, session.device_id, store.derive_key("vodozemac-pickle")
+        )
+        return cls(store, transport, session, ClientCrypto(machine, store, transport), profile)
 
     # --- lifecycle ----------------------------------------------------------------------------------
 
@@ -98,14 +119,16 @@ class Client:
         user: str,
         password: str,
         *,
+        passphrase: str,
         device_name: str = "nimbus",
         verify: str | bool = True,
     ) -> Client:
-        """Log in with a password (spec: "Login", m.login.password) and keep the session in the profile."""
+        """Log in with a password (spec: "Login", m.login.password) and keep the session in the profile,
+        whose store is encrypted with `passphrase` (chosen by the user; never a default)."""
         profile.acquire()
         store: Store | None = None
         try:
-            store = await SqliteStore.open(profile.store_path)
+            store = await SqliteStore.open(profile.store_path, passphrase=passphrase)
             if await store.load_session() is not None:
                 raise NimbusError(f"profile {profile.path} is already logged in; log out first")
             base_url = await resolve_homeserver(homeserver, verify=verify)
@@ -128,7 +151,9 @@ class Client:
             session = Session(base_url, answer.user_id, answer.device_id, answer.access_token)
             await store.save_session(session)
             transport.access_token = session.access_token
-            return cls(store, transport, session, profile)
+            client = await cls._assemble(store, transport, session, profile)
+            await client.crypto.send_outgoing()  # publish the new device's keys
+            return client
         except BaseException:
             if store is not None:
                 await store.close()
@@ -136,13 +161,14 @@ class Client:
             raise
 
     @classmethod
-    async def open(cls, profile: Profile, *, verify: str | bool = True) -> Client:
-        """Restore the session kept in a profile (taking its write lock)."""
+    async def open(cls, profile: Profile, *, passphrase: str, verify: str | bool = True) -> Client:
+        """Restore the session kept in a profile (taking its write lock). A wrong passphrase raises
+        nimbus.store.WrongPassphrase and changes nothing."""
         if not profile.exists():
             raise NotLoggedIn(f"no nimbus profile at {profile.path}: run 'nimbus login' first")
         profile.acquire()
         try:
-            store = await SqliteStore.open(profile.store_path)
+            store = await SqliteStore.open(profile.store_path, passphrase=passphrase)
         except BaseException:
             profile.release()
             raise
@@ -152,13 +178,19 @@ class Client:
             profile.release()
             raise NotLoggedIn(f"profile {profile.path} is not logged in: run 'nimbus login' first")
         transport = Transport(session.homeserver, access_token=session.access_token, verify=verify)
-        return cls(store, transport, session, profile)
+        try:
+            return await cls._assemble(store, transport, session, profile)
+        except BaseException:
+            await transport.aclose()
+            await store.close()
+            profile.release()
+            raise
 
     @classmethod
-    def in_memory(cls, store: Store, transport: Transport, session: Session) -> Client:
+    async def in_memory(cls, store: Store, transport: Transport, session: Session) -> Client:
         """For tests and benchmarks: a client over a given store and transport."""
         transport.access_token = session.access_token
-        return cls(store, transport, session)
+        return await cls._assemble(store, transport, session, None)
 
     async def close(self) -> None:
         await self.transport.aclose()
@@ -200,8 +232,10 @@ class Client:
         await self.sync.sync_once(timeout_ms)
 
     async def _on_batch(self, batch: Any, confirmed: list[OutboxEntry]) -> None:
+        """After each saved batch: send what the crypto machine needs (key uploads, queries, ...)."""
         if confirmed:
             log.debug("sync confirmed %d outbox entr(y/ies)", len(confirmed))
+        await self.crypto.send_outgoing()
 
     # --- rooms --------------------------------------------------------------------------------
 
@@ -213,12 +247,23 @@ class Client:
         invite: Sequence[str] = (),
         is_direct: bool = False,
         preset: str | None = None,
+        encrypted: bool = True,
     ) -> RoomId:
-        """Create a room (spec: POST /createRoom). DMs are recorded in m.direct account data."""
+        """Create a room (spec: POST /createRoom), end-to-end encrypted unless told otherwise (spec:
+        "Enabling End-to-End Encryption": an m.room.encryption state event naming Megolm).
+        DMs are recorded in m.direct account data."""
         preset = preset or ("trusted_private_chat" if is_direct else "private_chat")
+        initial_state = [{"type": "m.room.encryption", "state_key": "", "content": {"algorithm": MEGOLM}}]
         room_id = rooms.parse_create_room(
             await self.transport.send(
-                rooms.create_room(name=name, topic=topic, invite=invite, is_direct=is_direct, preset=preset)
+                rooms.create_room(
+                    name=name,
+                    topic=topic,
+                    invite=invite,
+                    is_direct=is_direct,
+                    preset=preset,
+                    initial_state=initial_state if encrypted else (),
+                )
             )
         )
         if is_direct and invite:
@@ -255,9 +300,48 @@ class Client:
         if membership is None:
             raise UnknownRoom(f"room {room_id} is not known to this device (join it, or sync first)")
         state = await self.store.state_events(rid)
-        timeline = await self.store.timeline(rid, limit=limit)
+        timeline, e2ee = await self._decrypted_view(rid, await self.store.timeline(rid, limit=limit))
         direct = await self.store.account_data("m.direct")
-        return build_room(rid, membership, state, timeline, self.user_id, direct)
+        room = build_room(rid, membership, state, timeline, self.user_id, direct)
+        if not e2ee:
+            return room
+        return replace(room, timeline=[replace(m, e2ee=e2ee.get(m.event_id)) for m in room.timeline])
+
+    async def _decrypted_view(
+        self, room_id: RoomId, events: list[Event]
+    ) -> tuple[list[Event], dict[str, Any]]:
+        """Encrypted events replaced by their decrypted form from the store's cache (encrypted at rest),
+        with what is known of each: decrypted by which device, or why not."""
+        ids = [e.event_id for e in events if e.type == "m.room.encrypted"]
+        if not ids:
+            return events, {}
+        cache = await self.store.decrypted(room_id, ids)
+        view: list[Event] = []
+        info: dict[str, Any] = {}
+        for event in events:
+            record = cache.get(event.event_id) if event.type == "m.room.encrypted" else None
+            if event.type != "m.room.encrypted":
+                view.append(event)
+            elif record is not None and record.get("ok"):
+                content = dict(record["content"])
+                relation = event.content.get("m.relates_to")  # relations stay in the clear (spec)
+                if relation is not None and "m.relates_to" not in content:
+                    content["m.relates_to"] = relation
+                view.append(replace(event, type=str(record["type"]), content=content))
+                info[event.event_id] = {
+                    "decrypted": True,
+                    "sender_device": record.get("sender_device"),
+                    "verified": record.get("verified"),
+                }
+            else:
+                view.append(event)
+                info[event.event_id] = {
+                    "decrypted": False,
+                    "cause": record.get("cause") if record else "not_decrypted_yet",
+                    "code": record.get("code") if record else None,
+                    "reason": record.get("reason") if record else None,
+                }
+        return view, info
 
     async def rooms(self) -> list[Room]:
         return [await self.room(rid, limit=1) for rid in await self.store.room_ids()]
@@ -285,29 +369,79 @@ class Client:
 
     # --- sending ------------------------------------------------------------------------------
 
-    async def ensure_can_send(self, room_id: RoomId) -> None:
-        """Refuse plaintext into an encrypted room, asking the server when the room is not synced."""
-        if await self.store.membership(room_id) is not None:
-            encrypted = await self.store.state_event(room_id, "m.room.encryption") is not None
-        else:
-            try:
-                await self.transport.send(room_state.state_event(room_id, "m.room.encryption"))
-                encrypted = True
-            except NotFound:
-                encrypted = False
-        if encrypted:
-            raise EncryptedRoomRefused(
-                f"room {room_id} is end-to-end encrypted; this version of nimbus cannot encrypt yet, "
-                "so it refuses to send plaintext there"
-            )
+    async def is_encrypted(self, room_id: RoomId) -> bool:
+        """Whether the room has m.room.encryption, from synced state (syncing once if the room is new
+        to this device). An unknown room is an error: nimbus never guesses that a room is plaintext."""
+        if await self.store.membership(room_id) is None:
+            await self.sync_once(0)
+            if await self.store.membership(room_id) is None:
+                raise UnknownRoom(f"room {room_id} is not known to this device (join it first)")
+        return await self.store.state_event(room_id, "m.room.encryption") is not None
 
     async def send(
         self, room_id: str, content: dict[str, Any], event_type: str = "m.room.message"
     ) -> OutboxEntry:
-        """Accept a message into the outbox (durable before any network I/O) and wake delivery."""
+        """Accept a message into the outbox (durable before any network I/O) and wake delivery.
+
+        In an encrypted room the outbox seals the entry right before it is first sent (`_seal`): the
+        event is encrypted (sharing the room key where needed) and the ciphertext is saved with the
+        Megolm ratchet advance in one transaction; a retry resends the same bytes.
+        """
         rid = parse_room_id(room_id)
-        await self.ensure_can_send(rid)
+        await self.is_encrypted(rid)  # the room must be known (synced) so delivery can decide
         return await self.outbox.accept(rid, event_type, content)
+
+    async def _seal(self, entry: OutboxEntry) -> OutboxEntry:
+        if entry.event_type == "m.room.encrypted":
+            return entry  # sealed before (maybe by a process that was killed): resend as is
+        if await self.store.membership(entry.room_id) is None:
+            raise NotReady(f"room {entry.room_id} is not synced yet: its encryption state is unknown")
+        if await self.store.state_event(entry.room_id, "m.room.encryption") is None:
+            return entry
+        encrypted, changes = await self.crypto.encrypt_for_outbox(
+            entry.room_id, entry.event_type, entry.content
+        )
+        await self.store.outbox_seal(entry.txn_id, "m.room.encrypted", encrypted, crypto=changes)
+        self.crypto.committed(changes)
+        return replace(entry, event_type="m.room.encrypted", content=encrypted)
+
+    async def send_file(self, room_id: str, data: bytes, name: str, mimetype: str) -> OutboxEntry:
+        """Upload and send a file. In an encrypted room the file is encrypted on the device first
+        (spec: "Sending encrypted attachments": AES-256-CTR, SHA-256 of the ciphertext, v2 `file`);
+        only ciphertext reaches the media repository."""
+        rid = parse_room_id(room_id)
+        msgtype = "m.image" if mimetype.startswith("image/") else "m.file"
+        content: dict[str, Any] = {
+            "msgtype": msgtype,
+            "body": name,
+            "info": {"mimetype": mimetype, "size": len(data)},
+        }
+        if await self.is_encrypted(rid):
+            ciphertext, file_info = encrypt_attachment(data)
+            uri = media.parse_upload(await self.transport.send(media.upload(ciphertext)))
+            content["file"] = {**file_info, "url": uri}
+        else:
+            content["url"] = media.parse_upload(await self.transport.send(media.upload(data, mimetype, name)))
+        return await self.send(rid, content)
+
+    async def download(self, room_id: str, event_id: str) -> tuple[bytes, str]:
+        """The file of a message, decrypted and hash-checked if it was encrypted: (data, file name)."""
+        room = await self.room(room_id, limit=1000)
+        message = next((m for m in room.timeline if m.event_id == event_id), None)
+        if message is None:
+            raise NimbusError(f"no message {event_id} in {room_id} on this device")
+        if message.e2ee is not None and not message.e2ee.get("decrypted"):
+            raise NimbusError(f"message {event_id} could not be decrypted ({message.e2ee.get('cause')})")
+        name = str(message.content.get("body") or "file")
+        file_info = message.content.get("file")
+        if isinstance(file_info, dict):
+            data, _ = await self.transport.send_bytes(media.download(str(file_info.get("url"))))
+            return decrypt_attachment(data, file_info), name
+        url = message.content.get("url")
+        if not isinstance(url, str):
+            raise NimbusError(f"message {event_id} has no file")
+        data, _ = await self.transport.send_bytes(media.download(url))
+        return data, name
 
     async def send_text(self, room_id: str, body: str, *, msgtype: str = "m.text") -> OutboxEntry:
         return await self.send(room_id, {"msgtype": msgtype, "body": body})
@@ -324,6 +458,16 @@ class Client:
 
     async def devices(self) -> tuple[devices.Device, ...]:
         return devices.parse_devices(await self.transport.send(devices.list_devices()))
+
+    async def device_keys(self, user_id: str) -> dict[str, dict[str, str]]:
+        """A user's devices and their identity keys as this device's crypto knows them (signatures
+        checked; fetched with /keys/query first)."""
+        await self.crypto.machine.update_tracked_users([user_id])
+        await self.crypto.send_outgoing()
+        known = await self.crypto.machine.devices(user_id)
+        return {
+            device_id: {"curve25519": d.curve25519, "ed25519": d.ed25519} for device_id, d in known.items()
+        }
 
     async def delete_device(self, device_id: str, password: str) -> None:
         """Revoke a device (spec: DELETE /devices/{deviceId}, user-interactive auth with the password)."""

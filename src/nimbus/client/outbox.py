@@ -9,6 +9,10 @@ Rules:
   or a lost answer never duplicates a message.
 - Delivery is confirmed by the server's answer (the event id) or by our own event coming back in
   /sync with `unsigned.transaction_id` (the store marks those while saving the sync batch).
+- In an encrypted room the entry is accepted as plaintext (encrypted at rest by the store) and sealed
+  right before its first PUT: encrypted, and the ciphertext saved in the outbox in one transaction
+  with the Megolm ratchet advance. From then on every retry resends those same bytes. So a message
+  can be accepted while the server is away, and still no index is reused and nothing is re-encrypted.
 - Entries go out oldest first; a transient failure (server down, timeout, 5xx, rate limit) stops the
   pass so later messages never overtake earlier ones, and the pass is retried with backoff. A
   permanent refusal (e.g. M_FORBIDDEN: not in the room) marks the entry failed: it stays visible, it
@@ -34,7 +38,10 @@ from nimbus.api.errors import (
     ServerUnreachable,
 )
 from nimbus.client.transport import Transport
+from nimbus.crypto.errors import CryptoError
+from nimbus.crypto.store import CryptoChanges
 from nimbus.store import OutboxEntry, Store
+from nimbus.types.errors import NimbusError
 from nimbus.types.ids import EventId, RoomId, TxnId
 
 log = logging.getLogger("nimbus.client.outbox")
@@ -45,6 +52,10 @@ TRANSIENT = (ServerUnreachable, RequestTimeout, ServerError, LimitExceeded)
 def new_txn_id() -> TxnId:
     """Unique per access token for the token's lifetime (spec: "Transaction identifiers")."""
     return TxnId(f"nimbus.{int(time.time() * 1000)}.{uuid.uuid4().hex}")
+
+
+class NotReady(NimbusError):
+    """The entry cannot be sent yet (e.g. its room's encryption state is not synced): try later."""
 
 
 def describe(exc: BaseException) -> str:
@@ -82,9 +93,20 @@ class Outbox:
         self._backoff_max = backoff_max
         self._sleep = sleep
         self.on_sent: list[Callable[[OutboxEntry], None]] = []
+        self.sealer: Callable[[OutboxEntry], Awaitable[OutboxEntry]] | None = None
+        """Runs on each entry right before its PUT: in an encrypted room it encrypts the plaintext and
+        saves the ciphertext with the ratchet advance (store.outbox_seal) before anything is sent."""
 
-    async def accept(self, room_id: RoomId, event_type: str, content: dict[str, Any]) -> OutboxEntry:
-        """Persist a new outgoing event; durable when this returns. Nothing is sent yet."""
+    async def accept(
+        self,
+        room_id: RoomId,
+        event_type: str,
+        content: dict[str, Any],
+        *,
+        crypto: CryptoChanges | None = None,
+    ) -> OutboxEntry:
+        """Persist a new outgoing event; durable when this returns. Nothing is sent yet. `crypto`: the
+        ratchet advance that produced an encrypted `content`, committed in the same transaction."""
         entry = OutboxEntry(
             txn_id=new_txn_id(),
             room_id=room_id,
@@ -93,7 +115,7 @@ class Outbox:
             state="pending",
             created_ts=int(time.time() * 1000),
         )
-        await self._store.outbox_add(entry)
+        await self._store.outbox_add(entry, crypto=crypto)
         self._wake.set()
         return entry
 
@@ -106,8 +128,12 @@ class Outbox:
                 if current is None or current.state != "pending":
                     continue  # confirmed by /sync meanwhile
                 try:
+                    if self.sealer is not None:
+                        current = await self.sealer(current)
                     body = await self._transport.send(
-                        room_events.send_event(entry.room_id, entry.event_type, entry.content, entry.txn_id)
+                        room_events.send_event(
+                            current.room_id, current.event_type, current.content, current.txn_id
+                        )
                     )
                     event_id: EventId = room_events.parse_event_id_response(body)
                 except TRANSIENT as exc:
@@ -116,7 +142,11 @@ class Outbox:
                     result.last_error = cause
                     log.info("outbox: %s not delivered yet: %s", entry.txn_id, cause)
                     break
-                except MatrixError as exc:
+                except NotReady as exc:
+                    await self._store.outbox_mark_attempt(entry.txn_id, str(exc))
+                    result.last_error = str(exc)
+                    break
+                except (MatrixError, CryptoError) as exc:
                     cause = describe(exc)
                     await self._store.outbox_mark_failed(entry.txn_id, cause)
                     log.warning("outbox: %s refused by the server: %s", entry.txn_id, cause)

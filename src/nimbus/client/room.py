@@ -68,6 +68,9 @@ class Message:
     redacted_by: EventId | None = None
     transaction_id: str | None = None
     state_key: str | None = None
+    e2ee: JSONDict | None = None
+    """None for a plaintext event; else {"decrypted": bool, "sender_device", "verified"} or the
+    failure {"decrypted": False, "cause", "code", "reason"} (set by the client from its decrypted cache)."""
 
 
 @dataclass(frozen=True)

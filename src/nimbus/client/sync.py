@@ -16,17 +16,27 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from nimbus.api import sync as api_sync
 from nimbus.api.errors import ApiError, UnknownToken
 from nimbus.client.transport import Transport
+from nimbus.crypto.store import CryptoChanges
 from nimbus.store import OutboxEntry, Store
 from nimbus.types.events import SyncBatch
 
 log = logging.getLogger("nimbus.client.sync")
 
 BatchListener = Callable[[SyncBatch, list[OutboxEntry]], Awaitable[None] | None]
+
+
+class BatchPreparer(Protocol):
+    """Runs between parsing and saving a batch (the E2EE loop): what it returns is saved with the
+    batch in the same transaction; `committed` is told once that transaction is done."""
+
+    async def prepare_batch(self, batch: SyncBatch) -> Any: ...
+
+    def committed(self, changes: CryptoChanges) -> None: ...
 
 
 class SyncLoop:
@@ -49,6 +59,7 @@ class SyncLoop:
         self._backoff_max = backoff_max
         self._sleep = sleep
         self.listeners: list[BatchListener] = []
+        self.preparer: BatchPreparer | None = None
         self.errors = 0  # consecutive failed /sync calls, for status displays
         self.last_error: str | None = None
 
@@ -67,7 +78,14 @@ class SyncLoop:
                 "sync: skipped %d malformed item(s) in this batch",
                 batch.skipped + sum(room.skipped for room in batch.rooms),
             )
-        confirmed = await self._store.save_sync_batch(batch)
+        if self.preparer is not None:
+            extras = await self.preparer.prepare_batch(batch)
+            confirmed = await self._store.save_sync_batch(
+                batch, crypto=extras.crypto, decrypted=extras.decrypted
+            )
+            self.preparer.committed(extras.crypto)
+        else:
+            confirmed = await self._store.save_sync_batch(batch)
         for listener in list(self.listeners):
             try:
                 outcome = listener(batch, confirmed)

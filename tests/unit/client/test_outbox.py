@@ -11,7 +11,7 @@ import httpx
 
 from nimbus.client.outbox import Outbox
 from nimbus.client.transport import Transport
-from nimbus.store import SqliteStore
+from nimbus.store import PlainCodec, SqliteStore
 from nimbus.types.events import RoomUpdate, SyncBatch, parse_event
 from nimbus.types.ids import RoomId
 
@@ -33,7 +33,7 @@ def transport(handler: Any) -> Transport:
 
 
 async def test_accepted_message_is_on_disk_before_any_request(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "s.db")
+    store = await SqliteStore.open(tmp_path / "s.db", PlainCodec())
     on_disk_at_put: list[list[str]] = []
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -54,7 +54,7 @@ async def test_accepted_message_is_on_disk_before_any_request(tmp_path: Path) ->
 
 
 async def test_retry_uses_the_same_transaction_id_and_keeps_order(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "s.db")
+    store = await SqliteStore.open(tmp_path / "s.db", PlainCodec())
     puts: list[str] = []
     down = True
 
@@ -84,7 +84,7 @@ async def test_retry_uses_the_same_transaction_id_and_keeps_order(tmp_path: Path
 
 
 async def test_permanent_refusal_marks_failed_and_later_messages_still_go(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "s.db")
+    store = await SqliteStore.open(tmp_path / "s.db", PlainCodec())
     calls = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -110,7 +110,7 @@ async def test_permanent_refusal_marks_failed_and_later_messages_still_go(tmp_pa
 
 async def test_sync_echo_confirms_delivery_without_a_resend(tmp_path: Path) -> None:
     """The answer to the PUT was lost, but /sync shows our event with its transaction id."""
-    store = await SqliteStore.open(tmp_path / "s.db")
+    store = await SqliteStore.open(tmp_path / "s.db", PlainCodec())
     puts = 0
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -139,7 +139,7 @@ async def test_sync_echo_confirms_delivery_without_a_resend(tmp_path: Path) -> N
 
 
 async def test_flush_gives_up_at_the_deadline_and_keeps_the_message(tmp_path: Path) -> None:
-    store = await SqliteStore.open(tmp_path / "s.db")
+    store = await SqliteStore.open(tmp_path / "s.db", PlainCodec())
 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(502, content=json.dumps({"error": "bad gateway"}).encode())

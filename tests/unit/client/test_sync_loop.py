@@ -170,11 +170,11 @@ async def test_a_store_failure_keeps_the_token_and_retries() -> None:
     class FlakyStore(MemoryStore):
         fail_next = True
 
-        async def save_sync_batch(self, batch: Any) -> Any:
+        async def save_sync_batch(self, batch: Any, crypto: Any = None, decrypted: Any = None) -> Any:
             if self.fail_next:
                 self.fail_next = False
                 raise OSError("disk full")
-            return await super().save_sync_batch(batch)
+            return await super().save_sync_batch(batch, crypto, decrypted)
 
     store = FlakyStore()
     seen: list[httpx.Request] = []

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import mimetypes
 import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from nimbus.apps.cli.output import EXIT_OK, EXIT_TIMEOUT, CliTimeout, Printer
-from nimbus.apps.cli.secrets import read_password
+from nimbus.apps.cli.secrets import read_passphrase, read_password
 from nimbus.client.client import Client, profile_at
 from nimbus.client.outbox import FlushResult
 from nimbus.client.room import Message
@@ -27,9 +29,13 @@ def _verify(args: argparse.Namespace) -> str | bool:
     return str(args.ca_file) if getattr(args, "ca_file", None) else True
 
 
+def _passphrase(args: argparse.Namespace, *, new: bool = False) -> str:
+    return read_passphrase(args.passphrase_file, args.passphrase_env, new=new)
+
+
 @asynccontextmanager
 async def opened(args: argparse.Namespace) -> AsyncIterator[Client]:
-    client = await Client.open(profile_at(args.profile), verify=_verify(args))
+    client = await Client.open(profile_at(args.profile), passphrase=_passphrase(args), verify=_verify(args))
     try:
         yield client
     finally:
@@ -37,7 +43,12 @@ async def opened(args: argparse.Namespace) -> AsyncIterator[Client]:
 
 
 def message_json(room_id: str, m: Message) -> dict[str, Any]:
+    e2ee = m.e2ee or {}
     return {
+        "encrypted": m.e2ee is not None,
+        "decrypted": e2ee.get("decrypted") if m.e2ee is not None else None,
+        "cause": e2ee.get("cause"),
+        "sender_device": e2ee.get("sender_device"),
         "type": "message",
         "room_id": room_id,
         "event_id": m.event_id,
@@ -57,6 +68,8 @@ def message_text(m: Message) -> str:
     when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(m.ts / 1000))
     if m.redacted:
         return f"[{when}] {m.sender}: (deleted)"
+    if m.e2ee is not None and not m.e2ee.get("decrypted"):
+        return f"[{when}] {m.sender}: (unable to decrypt: {m.e2ee.get('cause')})"
     if m.type != "m.room.message":
         return f"[{when}] {m.sender} · {m.type}{' ' + m.body if m.body else ''}"
     extra = " (edited)" if m.edited else ""
@@ -69,12 +82,14 @@ def message_text(m: Message) -> str:
 
 async def login(args: argparse.Namespace, out: Printer) -> int:
     password = read_password(args.password_file, args.password_env)
+    passphrase = _passphrase(args, new=not profile_at(args.profile).exists())
     out.progress(f"logging in to {args.homeserver} as {args.user}…")
     client = await Client.login(
         profile_at(args.profile),
         args.homeserver,
         args.user,
         password,
+        passphrase=passphrase,
         device_name=args.device_name,
         verify=_verify(args),
     )
@@ -146,7 +161,11 @@ async def rooms(args: argparse.Namespace, out: Printer) -> int:
 async def create_room(args: argparse.Namespace, out: Printer) -> int:
     async with opened(args) as client:
         room_id = await client.create_room(
-            name=args.name, topic=args.topic, invite=args.invite, is_direct=args.direct
+            name=args.name,
+            topic=args.topic,
+            invite=args.invite,
+            is_direct=args.direct,
+            encrypted=not args.unencrypted,
         )
         await client.sync_once(0)  # know the room's state locally (e.g. to send while offline)
         out.result({"type": "room_created", "room_id": room_id}, room_id)
@@ -271,8 +290,9 @@ async def history(args: argparse.Namespace, out: Printer) -> int:
 
 
 def _is_new_message(event: Event) -> bool:
-    """A message worth a line of its own: not an edit (edits update the message they replace)."""
-    if event.type != "m.room.message":
+    """A message worth a line of its own: not an edit (edits update the message they replace).
+    Encrypted events count; the room model shows them decrypted (or why they could not be)."""
+    if event.type not in ("m.room.message", "m.room.encrypted"):
         return False
     relation = event.content.get("m.relates_to")
     return not (isinstance(relation, dict) and relation.get("rel_type") == "m.replace")
@@ -301,8 +321,8 @@ async def tail(args: argparse.Namespace, out: Printer) -> int:
             by_id = {m.event_id: m for m in room.timeline}
             for event_id in new_ids:
                 m = by_id.get(event_id)
-                if m is None or done.is_set():
-                    continue
+                if m is None or done.is_set() or m.type not in ("m.room.message", "m.room.encrypted"):
+                    continue  # edits fold into their message; reactions and the like are no lines
                 out.result(message_json(args.room, m), message_text(m))
                 seen += 1
                 if args.count is not None and seen >= args.count:
@@ -339,16 +359,60 @@ async def devices(args: argparse.Namespace, out: Printer) -> int:
             await client.delete_device(args.device, password)
             out.result({"type": "device_deleted", "device_id": args.device}, f"deleted device {args.device}")
             return EXIT_OK
+        user = args.user or client.user_id
+        known = await client.device_keys(user)
+        if args.user:
+            for device_id, keys in sorted(known.items()):
+                out.result(
+                    {"type": "device", "user_id": user, "device_id": device_id, **keys},
+                    f"{user} {device_id}  curve25519 {keys['curve25519']}  ed25519 {keys['ed25519']}",
+                )
+            return EXIT_OK
         for d in await client.devices():
             current = d.device_id == client.device_id
+            keys = known.get(d.device_id, {})
             out.result(
                 {
                     "type": "device",
+                    "user_id": user,
                     "device_id": d.device_id,
                     "display_name": d.display_name,
                     "last_seen_ts": d.last_seen_ts,
                     "current": current,
+                    "curve25519": keys.get("curve25519"),
+                    "ed25519": keys.get("ed25519"),
                 },
-                f"{d.device_id}  {d.display_name or ''}{'  (this device)' if current else ''}",
+                f"{d.device_id}  {d.display_name or ''}{'  (this device)' if current else ''}"
+                f"  ed25519 {keys.get('ed25519') or '(no keys published)'}",
             )
+    return EXIT_OK
+
+
+async def send_file(args: argparse.Namespace, out: Printer) -> int:
+    path = Path(args.path)
+    data = await asyncio.to_thread(path.read_bytes)
+    mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    async with opened(args) as client:
+        out.progress(f"uploading {path.name} ({len(data)} bytes)…")
+        entry = await client.send_file(args.room, data, path.name, mimetype)
+        result = await client.flush_outbox(timeout=args.timeout)
+        return _report_flush(out, [entry], result)
+
+
+async def download(args: argparse.Namespace, out: Printer) -> int:
+    async with opened(args) as client:
+        await client.sync_once(0)
+        data, name = await client.download(args.room, args.event_id)
+    target = Path(args.out)
+    await asyncio.to_thread(target.write_bytes, data)
+    out.result(
+        {
+            "type": "downloaded",
+            "event_id": args.event_id,
+            "name": name,
+            "bytes": len(data),
+            "path": str(target),
+        },
+        f"saved {name} ({len(data)} bytes) to {target}",
+    )
     return EXIT_OK

@@ -34,35 +34,46 @@ async def _wait_for(what: str, check: object, timeout: float = 60.0) -> None:
         await asyncio.sleep(0.1)
 
 
-def _make_users(lab: Lab, base: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """alice on server 0, bob on server 1; their passwords in 0600 files for the CLI hint (demo only)."""
-    users, passwords = {}, {}
+def _secret_file(path: Path) -> str:
+    """A demo secret kept in a 0600 file (demo only: real users type theirs or use a keyring)."""
+    if path.exists():
+        return path.read_text().strip()
+    value = secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def _make_users(lab: Lab, base: Path) -> tuple[dict[str, str], dict[str, str], dict[str, str]]:
+    """alice on server 0, bob on server 1; passwords and store passphrases in 0600 files (demo only)."""
+    users, passwords, passphrases = {}, {}, {}
     for name, srv in (("alice", lab.servers[0]), ("bob", lab.servers[1])):
-        file = base / f"{name}.password"
-        if file.exists():
-            passwords[name] = file.read_text().strip()
-        else:
-            passwords[name] = secrets.token_urlsafe(12)
+        known = (base / f"{name}.password").exists()
+        passwords[name] = _secret_file(base / f"{name}.password")
+        passphrases[name] = _secret_file(base / f"{name}.passphrase")
+        if not known:
             srv.create_user(name, passwords[name])
-            fd = os.open(file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as f:
-                f.write(passwords[name] + "\n")
         users[name] = f"@{name}:{srv.server_name}"
-    return users, passwords
+    return users, passwords, passphrases
 
 
 async def _exchange(lab: Lab, base: Path, out: Printer) -> dict[str, str]:
     a_srv, b_srv = lab.servers[0], lab.servers[1]
-    users, passwords = await asyncio.to_thread(_make_users, lab, base)
+    users, passwords, passphrases = await asyncio.to_thread(_make_users, lab, base)
     out.progress(f"users: {users['alice']} and {users['bob']}")
 
     alice_profile, bob_profile = Profile(base / "profiles" / "alice"), Profile(base / "profiles" / "bob")
-    alice = await _client(alice_profile, a_srv.client_url, users["alice"], passwords["alice"])
-    bob = await _client(bob_profile, b_srv.client_url, users["bob"], passwords["bob"])
+    alice = await _client(
+        alice_profile, a_srv.client_url, users["alice"], passwords["alice"], passphrases["alice"]
+    )
+    bob = await _client(bob_profile, b_srv.client_url, users["bob"], passwords["bob"], passphrases["bob"])
     try:
         t0 = time.monotonic()
         room_id = await alice.create_room(name="nimbus demo", invite=[users["bob"]])
-        out.progress(f"alice created {room_id} and invited bob across the federation")
+        out.progress(
+            f"alice created the end-to-end encrypted room {room_id} and invited bob across the federation"
+        )
 
         async def bob_invited() -> bool:
             await bob.sync_once(0)
@@ -80,13 +91,10 @@ async def _exchange(lab: Lab, base: Path, out: Printer) -> dict[str, str]:
         await bob.close()
 
 
-async def _client(profile: Profile, url: str, user: str, password: str) -> Client:
+async def _client(profile: Profile, url: str, user: str, password: str, passphrase: str) -> Client:
     if profile.exists():
-        try:
-            return await Client.open(profile)
-        except NimbusError:
-            pass
-    return await Client.login(profile, url, user, password, device_name="nimbus demo")
+        return await Client.open(profile, passphrase=passphrase)
+    return await Client.login(profile, url, user, password, passphrase=passphrase, device_name="nimbus demo")
 
 
 async def _say(
@@ -102,7 +110,7 @@ async def _say(
     async def arrived() -> bool:
         await receiver.sync_once(0)
         room = await receiver.room(room_id, limit=20)
-        return any(m.event_id == event_id for m in room.timeline)
+        return any(m.event_id == event_id and (m.e2ee or {}).get("decrypted") for m in room.timeline)
 
     await _wait_for(f"{r} to receive {s}'s message", arrived)
     out.result(
@@ -133,7 +141,9 @@ async def run(args: argparse.Namespace, out: Printer) -> int:
         hint = (
             "\nTry it yourself with the CLI:\n"
             f"  .venv/bin/nimbus login {lab.servers[0].client_url} {info['alice']} "
-            f"--password-file {base}/alice.password --profile /tmp/nimbus-alice\n"
+            f"--password-file {base}/alice.password --passphrase-file {base}/alice.passphrase "
+            "--profile /tmp/nimbus-alice\n"
+            f"  export NIMBUS_PASSPHRASE=$(cat {base}/alice.passphrase)\n"
             f"  .venv/bin/nimbus send '{info['room_id']}' 'hello' --profile /tmp/nimbus-alice\n"
             f"  .venv/bin/nimbus tail '{info['room_id']}' --profile /tmp/nimbus-alice\n"
             f"(bob: {lab.servers[1].client_url} {info['bob']} --password-file {base}/bob.password)"

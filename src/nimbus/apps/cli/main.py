@@ -25,6 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--profile", metavar="DIR", help="profile directory (default: per-user data dir)")
     common.add_argument("--ca-file", metavar="PEM", help="trust this CA for the homeserver's TLS")
     common.add_argument("-v", "--verbose", action="store_true", help="log what happens (never secrets)")
+    common.add_argument(
+        "--passphrase-file", metavar="FILE", help="the profile store's passphrase, from a file"
+    )
+    common.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="... from an environment variable (default: $NIMBUS_PASSPHRASE)",
+    )
 
     parser = argparse.ArgumentParser(prog="nimbus", description="nimbus: a privacy-first Matrix messenger.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -51,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topic")
     p.add_argument("--invite", action="append", default=[], metavar="USER")
     p.add_argument("--direct", action="store_true", help="a direct chat (recorded in m.direct)")
+    p.add_argument(
+        "--unencrypted",
+        action="store_true",
+        help="no end-to-end encryption (e.g. a public announcements room)",
+    )
     p.set_defaults(func=commands.create_room)
 
     p = add("invite", "invite a user to a room")
@@ -86,12 +99,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=20)
     p.set_defaults(func=commands.history)
 
-    p = add("devices", "list your devices, or revoke one with 'devices delete DEVICE'")
+    p = add(
+        "devices", "list your devices (or --user's) with their keys, or revoke one: 'devices delete DEVICE'"
+    )
     p.add_argument("action", nargs="?", choices=["list", "delete"], default="list")
     p.add_argument("device", nargs="?")
+    p.add_argument("--user", help="list this user's devices as your device's crypto knows them")
     p.add_argument("--password-file", metavar="FILE")
     p.add_argument("--password-env", metavar="VAR")
     p.set_defaults(func=commands.devices)
+
+    p = add("send-file", "send a file (encrypted on the device in an encrypted room)")
+    p.add_argument("room")
+    p.add_argument("path")
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.set_defaults(func=commands.send_file)
+
+    p = add("download", "save the file of a message (decrypted and hash-checked in an encrypted room)")
+    p.add_argument("room")
+    p.add_argument("event_id")
+    p.add_argument("--out", required=True, help="where to write it")
+    p.set_defaults(func=commands.download)
 
     p = add("outbox", "messages accepted but not yet delivered; 'outbox flush' delivers them")
     p.add_argument("action", nargs="?", choices=["list", "flush"], default="list")

@@ -31,3 +31,30 @@ def read_password(file: str | None, env: str | None, prompt: str = "Password: ")
     if not password:
         raise NoPassword("the password is empty")
     return password
+
+
+PASSPHRASE_ENV = "NIMBUS_PASSPHRASE"
+
+
+def read_passphrase(file: str | None, env: str | None, *, new: bool = False) -> str:
+    """The store passphrase: --passphrase-file, --passphrase-env VAR, $NIMBUS_PASSPHRASE, or a prompt.
+
+    It encrypts everything the profile keeps on disk (keys, messages, the access token). There is no
+    default; a new one is asked twice at a prompt.
+    """
+    if file is None and env is None and os.environ.get(PASSPHRASE_ENV) is not None:
+        env = PASSPHRASE_ENV
+    if file is None and env is None and sys.stdin.isatty():
+        passphrase = getpass.getpass("Passphrase for this profile's encrypted store: ")
+        if new and getpass.getpass("Repeat the passphrase: ") != passphrase:
+            raise NoPassword("the two passphrases differ")
+    elif file is None and env is None:
+        raise NoPassword(
+            "no store passphrase given: use --passphrase-file FILE, --passphrase-env VAR, "
+            f"${PASSPHRASE_ENV}, or a terminal"
+        )
+    else:
+        passphrase = read_password(file, env)
+    if not passphrase:
+        raise NoPassword("the passphrase is empty")
+    return passphrase

@@ -1,0 +1,250 @@
+"""The client's end-to-end encryption loop: it drives the sans-I/O OlmMachine with real I/O.
+
+Spec: Client-Server API, "End-to-End Encryption" (https://spec.matrix.org/v1.12/client-server-api/#end-to-end-encryption).
+
+Rules this module keeps (the machine defines them; this is where they meet the network and the disk):
+- Save before sending: every change set the machine hands over is committed to the store before any
+  request built from it leaves the process. To-device room keys are stored by the machine as
+  outgoing objects, so a crash resends the very same ciphertext with the same txn id.
+- Incoming: the to-device changes of a sync batch, the decrypted timeline of that batch and the
+  batch's next_batch token are committed in ONE transaction (`prepare_batch` returns them; the sync
+  loop saves them) before the next /sync acknowledges them.
+- Outgoing room messages: the Megolm ratchet advance and the ciphertext go into the store together
+  with the outbox entry (`encrypt_for_outbox` returns both); the outbox resends the same bytes.
+- Keys are shared with the full member list from /members (never a lazy-loaded subset), invited
+  members included unless history visibility is "joined"; in a limited sync any non-join membership
+  counts as a leave and rotates the room's session.
+- Late keys: when a room key arrives, earlier events of that session that failed are decrypted again.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from nimbus.api import room_state
+from nimbus.client.transport import Transport
+from nimbus.crypto.errors import DecryptionError
+from nimbus.crypto.machine import OlmMachine, RequestKind, ToDeviceStatus
+from nimbus.crypto.store import CryptoChanges
+from nimbus.store import Store
+from nimbus.types.events import Event, SyncBatch
+from nimbus.types.ids import EventId, RoomId, UserId
+
+log = logging.getLogger("nimbus.client.e2ee")
+
+MEGOLM = "m.megolm.v1.aes-sha2"
+RETRY_SCAN = 500  # how many stored events of a room are looked at again when a late key arrives
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def decrypted_record(result: Any) -> dict[str, Any]:
+    """What the store's decrypted-event cache keeps for one event (encrypted at rest by the store)."""
+    return {
+        "ok": True,
+        "type": result.type,
+        "content": result.content,
+        "sender_device": result.sender_device,
+        "verified": result.verified,
+        "session_id": result.session_id,
+    }
+
+
+def failure_record(exc: DecryptionError, session_id: str | None) -> dict[str, Any]:
+    return {
+        "ok": False,
+        "cause": exc.cause.value,
+        "code": exc.code,
+        "reason": exc.reason,
+        "session_id": session_id,
+    }
+
+
+@dataclass
+class BatchExtras:
+    """What the sync loop saves with a batch, in the same transaction."""
+
+    crypto: CryptoChanges = field(default_factory=CryptoChanges)
+    decrypted: dict[EventId, dict[str, Any]] = field(default_factory=dict)
+
+
+class ClientCrypto:
+    """Owns the OlmMachine of one logged-in device and the requests it needs."""
+
+    def __init__(self, machine: OlmMachine, store: Store, transport: Transport) -> None:
+        self.machine = machine
+        self.store = store
+        self.transport = transport
+        self._members_loaded: dict[RoomId, dict[str, Event]] = {}
+
+    # --- committing and sending -----------------------------------------------------------------
+
+    async def commit(self) -> None:
+        """Commit whatever the machine changed, on its own."""
+        changes = self.machine.take_changes()
+        if changes:
+            await self.store.crypto_save(changes)
+            self.machine.changes_committed(changes)
+
+    async def send_outgoing(self) -> None:
+        """Send every request the machine has queued (keys upload/query/claim, to-device), each only
+        after the state it came from is committed."""
+        for _ in range(20):  # a query can lead to a claim; bounded so nothing loops forever
+            await self.commit()
+            requests = await self.machine.outgoing_requests()
+            if not requests:
+                return
+            for outgoing in requests:
+                response = await self.transport.send(outgoing.request)
+                await self.machine.mark_request_as_sent(outgoing.request_id, response)
+                await self.commit()
+
+    # --- incoming ------------------------------------------------------------------------------
+
+    async def prepare_batch(self, batch: SyncBatch) -> BatchExtras:
+        """Feed one sync batch to the machine and decrypt its timeline. Nothing is committed here:
+        the sync loop saves the returned extras with the batch in one transaction."""
+        results = await self.machine.receive_sync_changes(
+            to_device=list(batch.to_device),
+            changed=list(batch.device_lists_changed),
+            left=list(batch.device_lists_left),
+            one_time_key_counts=dict(batch.one_time_keys_count),
+            unused_fallback_key_types=(
+                list(batch.unused_fallback_key_types) if batch.unused_fallback_key_types is not None else None
+            ),
+            now_ms=now_ms(),
+        )
+        for r in results:
+            if r.status in (ToDeviceStatus.FAILED, ToDeviceStatus.IGNORED):
+                log.warning("to-device %s from %s not used: %s", r.event_type, r.sender, r.cause)
+        extras = BatchExtras()
+        await self._track_and_rotate(batch)
+        for update in batch.rooms:
+            for event in update.timeline:
+                if event.type == "m.room.encrypted":
+                    extras.decrypted[event.event_id] = await self._decrypt(event)
+        new_keys = {
+            (r.room_id, r.session_id) for r in results if r.status == ToDeviceStatus.ROOM_KEY and r.room_id
+        }
+        if new_keys:
+            await self._retry_earlier(new_keys, extras)
+        extras.crypto = self.machine.take_changes()
+        return extras
+
+    def committed(self, changes: CryptoChanges) -> None:
+        """The caller committed a change set it took from us (with a batch or an outbox entry)."""
+        self.machine.changes_committed(changes)
+
+    async def _decrypt(self, event: Event) -> dict[str, Any]:
+        session_id = (
+            event.content.get("session_id") if isinstance(event.content.get("session_id"), str) else None
+        )
+        try:
+            return decrypted_record(await self.machine.decrypt_room_event(event, now_ms=now_ms()))
+        except DecryptionError as exc:
+            log.info("could not decrypt %s: %s", event.event_id, exc.cause.value)
+            return failure_record(exc, session_id)
+
+    async def _retry_earlier(self, keys: set[tuple[str, str | None]], extras: BatchExtras) -> None:
+        for room_id in {room for room, _ in keys}:
+            events = await self.store.timeline(RoomId(room_id), limit=RETRY_SCAN)
+            candidates = [
+                e for e in events if e.type == "m.room.encrypted" and e.event_id not in extras.decrypted
+            ]
+            if not candidates:
+                continue
+            cached = await self.store.decrypted(RoomId(room_id), [e.event_id for e in candidates])
+            sessions = {s for r, s in keys if r == room_id}
+            for event in candidates:
+                record = cached.get(event.event_id)
+                if record is not None and record.get("ok"):
+                    continue
+                if event.content.get("session_id") not in sessions:
+                    continue
+                extras.decrypted[event.event_id] = {**await self._decrypt(event), "room_id": room_id}
+
+    async def _track_and_rotate(self, batch: SyncBatch) -> None:
+        """Track members of encrypted rooms; a member leaving rotates the room's session."""
+        for update in batch.rooms:
+            if update.membership != "join":
+                continue
+            events = list(update.state) + list(update.timeline)
+            encrypted = any(e.type == "m.room.encryption" for e in events) or (
+                await self.store.state_event(update.room_id, "m.room.encryption") is not None
+            )
+            if not encrypted:
+                continue
+            joined: list[str] = []
+            left: list[str] = []
+            for member in (e for e in events if e.type == "m.room.member" and e.state_key):
+                membership = member.content.get("membership")
+                # Spec: after a limited sync any non-join membership counts as a leave.
+                if membership == "join" or (membership == "invite" and not update.limited):
+                    joined.append(str(member.state_key))
+                else:
+                    left.append(str(member.state_key))
+            if joined:
+                await self.machine.update_tracked_users(joined)
+            if left:
+                await self.machine.room_members_changed(update.room_id, left=left)
+
+    # --- outgoing room messages -----------------------------------------------------------------
+
+    async def members_to_share_with(self, room_id: RoomId) -> tuple[list[UserId], str, dict[str, Any]]:
+        """Who gets the room key: every joined member, and invited ones unless history visibility is
+        "joined"; plus the history visibility and the room's m.room.encryption content.
+
+        The full member list comes from /members (spec: never a lazy-loaded subset) the first time
+        this process shares in the room; after that from the synced state, which sync keeps current
+        (nimbus does not lazy-load members), merged with what /members said.
+        """
+        if room_id not in self._members_loaded:
+            events, _skipped = room_state.parse_members(
+                await self.transport.send(room_state.members(room_id)), room_id
+            )
+            self._members_loaded[room_id] = {e.state_key: e for e in events if e.state_key}
+        members = dict(self._members_loaded[room_id])
+        for event in await self.store.state_events(room_id, "m.room.member"):
+            if event.state_key:
+                members[event.state_key] = event  # synced state is newer than the first /members
+        visibility_event = await self.store.state_event(room_id, "m.room.history_visibility")
+        visibility = "shared"
+        if visibility_event is not None:
+            visibility = str(visibility_event.content.get("history_visibility", "shared"))
+        wanted = ("join", "invite") if visibility != "joined" else ("join",)
+        users = [UserId(k) for k, e in members.items() if e.content.get("membership") in wanted]
+        encryption = await self.store.state_event(room_id, "m.room.encryption")
+        return users, visibility, dict(encryption.content) if encryption else {"algorithm": MEGOLM}
+
+    async def share_room_key(self, room_id: RoomId) -> None:
+        """Make sure every device of every member has the room's current session."""
+        members, visibility, encryption = await self.members_to_share_with(room_id)
+        await self.machine.update_tracked_users(list(members))
+        for _ in range(10):
+            requests = await self.machine.share_room_key(
+                room_id, list(members), history_visibility=visibility, now_ms=now_ms(), encryption=encryption
+            )
+            await self.commit()  # room keys are stored as outgoing requests before they are sent
+            if not requests:
+                break
+            if all(r.kind == RequestKind.TO_DEVICE for r in requests):
+                break
+            for outgoing in requests:
+                response = await self.transport.send(outgoing.request)
+                await self.machine.mark_request_as_sent(outgoing.request_id, response)
+                await self.commit()
+        await self.send_outgoing()
+
+    async def encrypt_for_outbox(
+        self, room_id: RoomId, event_type: str, content: dict[str, Any]
+    ) -> tuple[dict[str, Any], CryptoChanges]:
+        """Share the room key if needed, then encrypt. The caller commits the returned changes in the
+        same transaction as the outbox entry holding the ciphertext."""
+        await self.share_room_key(room_id)
+        encrypted = await self.machine.encrypt_room_event(room_id, event_type, content, now_ms=now_ms())
+        return encrypted, self.machine.take_changes()
