@@ -3,10 +3,7 @@
 - `jspeer_factory` (function): `await jspeer_factory(name="js")` starts a `JsPeer` (one Node
   process, not yet logged in); every peer it started is closed at teardown (its own PID only), and
   its stderr is kept in `tmp_path/<name>-<n>.stderr`.
-- `homeserver`, `lab2`, `new_user`, `synapse_env` are the integration fixtures, imported here because
-  `pytest_plugins` is only allowed in the root conftest. Note: in a run that also collects
-  tests/integration, pytest registers these session fixtures once per conftest, so each of
-  `homeserver` / `lab2` can be started twice in one session (once per directory).
+- `homeserver`, `lab2`, `new_user`, `synapse_env` come from tests/fixtures_synapse.py (root conftest).
 Also registers the `interop` marker.
 """
 
@@ -17,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import homeserver, lab2, new_user, synapse_env  # noqa: F401
 from tests.interop.jspeer import JsPeer
 
 JsPeerFactory = Callable[..., Awaitable[JsPeer]]

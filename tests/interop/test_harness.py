@@ -17,7 +17,7 @@ import time
 import pytest
 
 from nimbus.homeserver import Homeserver, Lab
-from tests.integration.conftest import NewUser
+from tests.fixtures_synapse import NewUser
 from tests.interop.conftest import JsPeerFactory
 from tests.interop.jspeer import JsPeer, JsPeerError
 
