@@ -14,7 +14,8 @@ Rules this module keeps (the machine defines them; this is where they meet the n
 - Keys are shared with the full member list from /members (never a lazy-loaded subset), invited
   members included unless history visibility is "joined"; in a limited sync any non-join membership
   counts as a leave and rotates the room's session.
-- Late keys: when a room key arrives, earlier events of that session that failed are decrypted again.
+- Late keys: when a room key (or a withheld notice) arrives, earlier events of that session that
+  failed are decrypted again (so they decrypt, or show the withheld cause).
 """
 
 from __future__ import annotations
@@ -128,8 +129,12 @@ class ClientCrypto:
             for event in update.timeline:
                 if event.type == "m.room.encrypted":
                     extras.decrypted[event.event_id] = await self._decrypt(event)
+        # A room key (decrypt them now) or a withheld notice (show it as the cause instead of
+        # no_session) for a session: earlier events of that session are tried again.
         new_keys = {
-            (r.room_id, r.session_id) for r in results if r.status == ToDeviceStatus.ROOM_KEY and r.room_id
+            (r.room_id, r.session_id)
+            for r in results
+            if r.status in (ToDeviceStatus.ROOM_KEY, ToDeviceStatus.WITHHELD) and r.room_id
         }
         if new_keys:
             await self._retry_earlier(new_keys, extras)
