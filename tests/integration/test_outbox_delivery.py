@@ -15,10 +15,8 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from nimbus.client.client import Client
 from nimbus.client.profile import Profile
 from nimbus.homeserver import Homeserver
 from tests.integration.cli import PASSPHRASE, command, env_with, login, nimbus
+from tests.integration.relay import HoldingRelay
 
 pytestmark = pytest.mark.integration
 
@@ -124,48 +123,6 @@ def test_cli_killed_before_delivery_delivers_once_after_restart(server: Homeserv
     assert len(flushed.objects) == 1
     assert nimbus(alice, "outbox", "flush", "--json").objects == []  # nothing left to send twice
     assert bodies_seen_by(bob, room_id).count("survives SIGKILL") == 1
-
-
-class HoldingRelay:
-    """A loopback TCP relay that forwards everything, but once a client request containing `marker`
-    has been forwarded, it stops passing the server's answers back (the answer is 'lost')."""
-
-    def __init__(self, target_port: int, marker: bytes) -> None:
-        self.target_port = target_port
-        self.marker = marker
-        self.seen = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.closed = False
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while not self.closed:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.target_port))
-            threading.Thread(target=self._pump, args=(client, upstream, True), daemon=True).start()
-            threading.Thread(target=self._pump, args=(upstream, client, False), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket, to_server: bool) -> None:
-        try:
-            while data := src.recv(65536):
-                if not to_server and self.seen.is_set():
-                    continue  # swallow the answer
-                dst.sendall(data)
-                if to_server and self.marker in data:
-                    self.seen.set()
-        except OSError:
-            pass
-        finally:
-            with contextlib.suppress(OSError):
-                dst.shutdown(socket.SHUT_WR)
-
-    def close(self) -> None:
-        self.closed = True
-        self.listener.close()
 
 
 def test_cli_killed_after_the_server_stored_the_message_does_not_duplicate_it(
