@@ -1,0 +1,332 @@
+"""nimbus <-> nimbus end-to-end encryption against a real Synapse (CLI subprocesses and in-process clients).
+
+Shows: messages decrypt both ways and `history --json` says so (with the sending device); `devices`
+lists your own and another user's device keys; a second device of a user that logs in later gets the
+keys of new messages; a member leaving rotates the session (the leaver never holds the new one, the
+others decrypt it); an encrypted attachment round-trips while the media repository holds only
+ciphertext; a tampered ciphertext shows as undecryptable with a cause and the sync loop goes on.
+Every wait polls a condition with a deadline (no fixed sleeps).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from nimbus.api.media import DOWNLOAD_PREFIX, parse_mxc
+from nimbus.api.request import quote
+from nimbus.client.client import Client
+from nimbus.client.profile import Profile as ClientProfile
+from nimbus.crypto import records
+from nimbus.homeserver import Homeserver
+from nimbus.types.ids import RoomId
+from tests.integration.cli import NewUser, Result, login, nimbus
+from tests.integration.helpers import (
+    PASSPHRASE,
+    SYNC_POLL_MS,
+    logged_in,
+    send_and_flush,
+    wait_for_invite,
+    wait_for_message,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+Profile = tuple[Path, str]  # (profile dir, user id)
+
+
+def cli_user(server: Homeserver, new_user: NewUser, tmp_path: Path, name: str) -> tuple[Profile, str]:
+    user_id, password = new_user(server, name)
+    profile = tmp_path / f"{name}-{secrets.token_hex(3)}"
+    login(profile, server.client_url, user_id, password)
+    return (profile, user_id), password
+
+
+def ok(result: Result) -> list[dict[str, Any]]:
+    assert result.code == 0, result.stderr
+    return result.objects
+
+
+def device_id(profile: Path) -> str:
+    return str(ok(nimbus(profile, "whoami", "--json"))[0]["device_id"])
+
+
+def encrypted_room(alice: Profile, *others: Profile) -> str:
+    created = ok(
+        nimbus(alice[0], "create-room", "--name", "e2ee", *(f"--invite={o[1]}" for o in others), "--json")
+    )
+    room_id = str(created[0]["room_id"])
+    for other in others:
+        ok(nimbus(other[0], "join", room_id, "--json"))
+    return room_id
+
+
+def poll_history(
+    profile: Path, room_id: str, found: Callable[[list[dict[str, Any]]], bool], timeout: float = 60
+) -> list[dict[str, Any]]:
+    """`nimbus history --json` until `found(messages)` holds (each run syncs first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        messages = ok(nimbus(profile, "history", room_id, "--limit", "50", "--json"))
+        if found(messages):
+            return messages
+        if time.monotonic() > deadline:
+            raise AssertionError(f"history never satisfied the condition: {messages}")
+        time.sleep(0.2)  # between polls of a condition, not a wait for something to happen
+
+
+def by_body(messages: list[dict[str, Any]], body: str) -> dict[str, Any] | None:
+    return next((m for m in messages if m["body"] == body), None)
+
+
+def test_messages_decrypt_both_ways_and_devices_list_keys(
+    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
+) -> None:
+    alice, _ = cli_user(homeserver, new_user, tmp_path, "alice")
+    bob, _ = cli_user(homeserver, new_user, tmp_path, "bob")
+    room_id = encrypted_room(alice, bob)
+    ok(nimbus(alice[0], "send", room_id, "hello bob", "--json"))
+    ok(nimbus(bob[0], "send", room_id, "hello alice", "--json"))
+    alice_dev, bob_dev = device_id(alice[0]), device_id(bob[0])
+
+    at_bob = poll_history(bob[0], room_id, lambda ms: by_body(ms, "hello bob") is not None)
+    got = by_body(at_bob, "hello bob")
+    assert got is not None and got["encrypted"] is True and got["decrypted"] is True
+    assert got["sender"] == alice[1] and got["sender_device"] == alice_dev and got["cause"] is None
+    at_alice = poll_history(alice[0], room_id, lambda ms: by_body(ms, "hello alice") is not None)
+    got = by_body(at_alice, "hello alice")
+    assert got is not None and got["decrypted"] is True and got["sender_device"] == bob_dev
+
+    mine = ok(nimbus(alice[0], "devices", "--json"))
+    (current,) = [d for d in mine if d["current"]]
+    assert current["device_id"] == alice_dev and current["user_id"] == alice[1]
+    assert len(current["ed25519"]) == 43 and len(current["curve25519"]) == 43  # unpadded base64
+    bobs_own = {d["device_id"]: d for d in ok(nimbus(bob[0], "devices", "--json"))}
+    seen = ok(nimbus(alice[0], "devices", "--user", bob[1], "--json"))
+    assert [d["device_id"] for d in seen] == [bob_dev]
+    assert seen[0]["user_id"] == bob[1]
+    assert (seen[0]["ed25519"], seen[0]["curve25519"]) == (
+        bobs_own[bob_dev]["ed25519"],
+        bobs_own[bob_dev]["curve25519"],
+    )
+
+
+async def sync_until(client: Client, what: str, check: Callable[[], Any], timeout: float = 60) -> None:
+    async def done() -> bool:
+        await client.sync_once(SYNC_POLL_MS)
+        return bool(await check())
+
+    await wait_until(done, timeout, what)
+
+
+async def shared_room(owner: Client, *others: Client) -> RoomId:
+    room_id = await owner.create_room(name="e2ee", invite=[o.user_id for o in others])
+    for other in others:
+        await wait_for_invite(other, room_id)
+        await other.join(room_id)
+    for client in (owner, *others):
+
+        async def all_joined(c: Client = client) -> bool:
+            joined = [
+                e
+                for e in await c.store.state_events(room_id, "m.room.member")
+                if e.content.get("membership") == "join"
+            ]
+            return len(joined) == 1 + len(others)
+
+        await sync_until(client, f"{client.user_id} to see everyone joined", all_joined)
+    return room_id
+
+
+async def login_device(server: Homeserver, tmp_path: Path, user_id: str, password: str, name: str) -> Client:
+    """A new device (own profile, own store) for an existing user."""
+    profile = ClientProfile(tmp_path / "profiles" / f"{name}-{secrets.token_hex(3)}")
+    return await Client.login(
+        profile, server.client_url, user_id, password, passphrase=PASSPHRASE, device_name=name
+    )
+
+
+async def test_second_device_that_logs_in_later_gets_keys_for_new_messages(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    password = secrets.token_urlsafe(16)
+    bob_id = (
+        await asyncio.to_thread(homeserver.create_user, f"bob-{secrets.token_hex(4)}", password)
+    ).user_id
+    alice = await logged_in(homeserver, tmp_path, "alice")
+    bob1 = await login_device(homeserver, tmp_path, bob_id, password, "bob-laptop")
+    bob2: Client | None = None
+    try:
+        room_id = await shared_room(alice, bob1)
+        await send_and_flush(alice, room_id, "before the second device")
+        first = await wait_for_message(bob1, room_id, "before the second device")
+        assert first.e2ee is not None and first.e2ee["decrypted"] is True
+
+        bob2 = await login_device(homeserver, tmp_path, bob_id, password, "bob-phone")
+        new_device = bob2.device_id
+
+        async def alice_knows_bob2() -> bool:
+            return new_device in await alice.crypto.machine.devices(bob_id)
+
+        await sync_until(alice, "alice to learn bob's new device", alice_knows_bob2)
+        await send_and_flush(alice, room_id, "after the second device")
+        for device in (bob2, bob1):
+            message = await wait_for_message(device, room_id, "after the second device")
+            assert message.e2ee is not None and message.e2ee["decrypted"] is True
+            assert message.e2ee["sender_device"] == alice.device_id
+    finally:
+        for c in (alice, bob1, bob2):
+            if c is not None:
+                await c.close()
+
+
+async def stored_event(client: Client, room_id: RoomId, event_id: str) -> Any:
+    """The raw event as the client stored it from sync (for encrypted events: the wire content)."""
+    found: list[Any] = []
+
+    async def stored() -> bool:
+        found[:] = [e for e in await client.store.timeline(room_id, limit=200) if e.event_id == event_id]
+        return bool(found)
+
+    await sync_until(client, f"{event_id} in {client.user_id}'s store", stored)
+    return found[0]
+
+
+async def test_leave_rotates_the_session_and_the_leaver_never_holds_the_new_one(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    alice = await logged_in(homeserver, tmp_path, "alice")
+    bob = await logged_in(homeserver, tmp_path, "bob")
+    carol = await logged_in(homeserver, tmp_path, "carol")
+    try:
+        room_id = await shared_room(alice, bob, carol)
+        before_id = await send_and_flush(alice, room_id, "carol can read this")
+        for reader in (bob, carol):
+            got = await wait_for_message(reader, room_id, "carol can read this")
+            assert got.e2ee is not None and got.e2ee["decrypted"] is True
+        before = await stored_event(bob, room_id, before_id)
+
+        await carol.leave(room_id)
+
+        async def alice_saw_the_leave() -> bool:
+            event = await alice.store.state_event(room_id, "m.room.member", carol.user_id)
+            return event is not None and event.content.get("membership") == "leave"
+
+        await sync_until(alice, "alice to see carol leave", alice_saw_the_leave)
+        after_id = await send_and_flush(alice, room_id, "carol is gone")
+        after = await stored_event(bob, room_id, after_id)
+        assert after.type == before.type == "m.room.encrypted"
+        assert after.content["session_id"] != before.content["session_id"]
+
+        message = await wait_for_message(bob, room_id, "carol is gone")
+        assert message.e2ee is not None and message.e2ee["decrypted"] is True
+
+        # carol keeps syncing (to-device still reaches her): she never gets the new session
+        await carol.sync_once(0)
+        await carol.sync_once(0)
+        assert (
+            await carol.store.crypto_get(records.INBOUND, room_id, before.content["session_id"]) is not None
+        )
+        assert await carol.store.crypto_get(records.INBOUND, room_id, after.content["session_id"]) is None
+    finally:
+        for c in (alice, bob, carol):
+            await c.close()
+
+
+def test_encrypted_attachment_round_trips_and_the_server_holds_only_ciphertext(
+    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
+) -> None:
+    alice, _ = cli_user(homeserver, new_user, tmp_path, "alice")
+    bob, _ = cli_user(homeserver, new_user, tmp_path, "bob")
+    room_id = encrypted_room(alice, bob)
+    plaintext = b"quarterly numbers: " + secrets.token_bytes(4096) + b" end of file"
+    source = tmp_path / "report.bin"
+    source.write_bytes(plaintext)
+    sent = ok(nimbus(alice[0], "send-file", room_id, str(source), "--json"))
+    event_id = str(sent[0]["event_id"])
+
+    target = tmp_path / "downloaded.bin"
+    got = ok(nimbus(bob[0], "download", room_id, event_id, "--out", str(target), "--json"))
+    assert got[0]["bytes"] == len(plaintext) and got[0]["name"] == "report.bin"
+    assert target.read_bytes() == plaintext
+
+    mxc, token = asyncio.run(file_url_and_token(bob[0], room_id, event_id))
+    server_name, media_id = parse_mxc(mxc)
+    raw = httpx.get(
+        f"{homeserver.client_url}{DOWNLOAD_PREFIX}/{quote(server_name)}/{quote(media_id)}",
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    assert raw.status_code == 200
+    assert len(raw.content) == len(plaintext)  # AES-CTR: same length ...
+    assert raw.content != plaintext and b"quarterly numbers" not in raw.content  # ... but not the bytes
+
+
+async def file_url_and_token(profile: Path, room_id: str, event_id: str) -> tuple[str, str]:
+    """The mxc URL inside the decrypted event's `file` object, and the device's access token."""
+    client = await Client.open(ClientProfile(profile), passphrase=PASSPHRASE)
+    try:
+        room = await client.room(room_id, limit=100)
+        (message,) = [m for m in room.timeline if m.event_id == event_id]
+        assert message.e2ee is not None and message.e2ee["decrypted"] is True
+        assert "url" not in message.content  # an encrypted attachment has only `file`
+        return str(message.content["file"]["url"]), client.session.access_token
+    finally:
+        await client.close()
+
+
+async def test_tampered_ciphertext_is_shown_with_a_cause_and_the_sync_loop_goes_on(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    alice = await logged_in(homeserver, tmp_path, "alice")
+    bob = await logged_in(homeserver, tmp_path, "bob")
+    stop = asyncio.Event()
+    runner: asyncio.Future[None] | None = None
+    try:
+        room_id = await shared_room(alice, bob)
+        good_id = await send_and_flush(alice, room_id, "the genuine one")
+        await wait_for_message(bob, room_id, "the genuine one")
+        wire = dict((await stored_event(alice, room_id, good_id)).content)
+        ciphertext = str(wire["ciphertext"])
+        middle = len(ciphertext) // 2
+        wire["ciphertext"] = (
+            ciphertext[:middle] + ("A" if ciphertext[middle] != "A" else "B") + ciphertext[middle + 1 :]
+        )
+        async with httpx.AsyncClient(base_url=homeserver.client_url, timeout=30) as http:
+            put = await http.put(
+                f"/_matrix/client/v3/rooms/{quote(room_id)}/send/m.room.encrypted/{secrets.token_hex(8)}",
+                json=wire,
+                headers={"Authorization": f"Bearer {alice.session.access_token}"},
+            )
+        assert put.status_code == 200, put.text
+        tampered_id = put.json()["event_id"]
+
+        runner = asyncio.ensure_future(bob.run(stop))  # the real sync loop, in the background
+        await send_and_flush(alice, room_id, "after the tampered one")
+
+        async def later_message_decrypted() -> bool:
+            assert runner is not None and not runner.done(), "the sync loop ended"
+            room = await bob.room(room_id, limit=100)
+            later = [m for m in room.timeline if m.body == "after the tampered one"]
+            return bool(later) and later[0].e2ee is not None and later[0].e2ee["decrypted"] is True
+
+        await wait_until(later_message_decrypted, 60, "bob to decrypt the message after the tampered one")
+        history = await bob.history(room_id, limit=50)
+        (tampered,) = [m for m in history if m.event_id == tampered_id]
+        assert tampered.e2ee is not None and tampered.e2ee["decrypted"] is False
+        assert tampered.e2ee["cause"] == "bad_ciphertext"  # the Megolm signature/MAC check fails
+        assert bob.sync.errors == 0
+    finally:
+        stop.set()
+        if runner is not None:
+            await asyncio.gather(runner, return_exceptions=True)
+        for c in (alice, bob):
+            await c.close()
