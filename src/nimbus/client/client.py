@@ -24,7 +24,7 @@ from nimbus.api import account_data, auth, devices, discovery, media, room_event
 from nimbus.api.errors import ApiError
 from nimbus.api.uia import with_password_auth
 from nimbus.client.e2ee import MEGOLM, ClientCrypto
-from nimbus.client.outbox import FlushResult, NotReady, Outbox, new_txn_id
+from nimbus.client.outbox import TRANSIENT, FlushResult, NotReady, Outbox, new_txn_id
 from nimbus.client.profile import Profile
 from nimbus.client.room import Message, Room, build_room
 from nimbus.client.sync import SyncLoop
@@ -383,13 +383,26 @@ class Client:
     ) -> OutboxEntry:
         """Accept a message into the outbox (durable before any network I/O) and wake delivery.
 
-        In an encrypted room the outbox seals the entry right before it is first sent (`_seal`): the
-        event is encrypted (sharing the room key where needed) and the ciphertext is saved with the
-        Megolm ratchet advance in one transaction; a retry resends the same bytes.
+        In an encrypted room the event is encrypted (sharing the room key where needed) and the
+        ciphertext is saved with the Megolm ratchet advance in one transaction; a retry resends the
+        same bytes. If the server cannot be reached for key sharing, the plaintext is accepted
+        (encrypted at rest) and the outbox seals it right before its first send (`_seal`).
         """
         rid = parse_room_id(room_id)
-        await self.is_encrypted(rid)  # the room must be known (synced) so delivery can decide
-        return await self.outbox.accept(rid, event_type, content)
+        if not await self.is_encrypted(rid):  # the room must be known (synced) so delivery can decide
+            return await self.outbox.accept(rid, event_type, content)
+        try:
+            # Online, the common case: encrypt now and keep only the ciphertext, committed in one
+            # transaction with the ratchet advance.
+            encrypted, changes = await self.crypto.encrypt_for_outbox(rid, event_type, content)
+        except TRANSIENT as exc:
+            # The server is away (key sharing needs it): keep the plaintext (encrypted at rest);
+            # the outbox seals it before its first send.
+            log.info("send: encrypting later, the server is not reachable (%s)", type(exc).__name__)
+            return await self.outbox.accept(rid, event_type, content)
+        entry = await self.outbox.accept(rid, "m.room.encrypted", encrypted, crypto=changes)
+        self.crypto.committed(changes)
+        return entry
 
     async def _seal(self, entry: OutboxEntry) -> OutboxEntry:
         if entry.event_type == "m.room.encrypted":

@@ -9,6 +9,7 @@ Leave room for the next issues: `InboundSessionRecord` has `backed_up`, `forward
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -151,6 +152,11 @@ def _type_ok(value: Any, hint: Any) -> bool:
     return isinstance(value, hint)
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
 def load(cls: type[R], data: bytes) -> R:
     """Read a record of type `cls`; raises StoreDataError naming the record type, never its content."""
     try:
@@ -159,7 +165,7 @@ def load(cls: type[R], data: bytes) -> R:
         raise StoreDataError(f"stored {cls.__name__} is not JSON") from None
     if not isinstance(raw, dict):
         raise StoreDataError(f"stored {cls.__name__} is not an object")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(typing.cast(type, cls))
     kwargs: JSONDict = {}
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if f.name not in raw:

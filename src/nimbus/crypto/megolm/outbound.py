@@ -142,6 +142,8 @@ class GroupSessionSender:
         Returns the stored outgoing to-device requests (request id, record); the advanced Olm sessions,
         the outgoing records and the updated `shared_with` are all in the same change set.
         """
+        if all(d.device_id in rec.shared_with.get(d.user_id, {}) for d in targets):
+            return []  # everyone has this session already: no state change, nothing to send
         session = self._load(rec)
         room_key = {
             "algorithm": MEGOLM_ALGORITHM,
