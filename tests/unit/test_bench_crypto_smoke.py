@@ -28,10 +28,10 @@ def test_crypto_bench_runs_and_reports_json(store: str) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     assert result["bench"] == "crypto" and result["messages"] == 30 and result["store"] == store
-    for mode in ("nimbus", "raw"):
+    for mode in ("pipeline", "nimbus", "raw"):
         assert result[mode]["n"] == 30 and result[mode]["mean_us"] > 0
     assert result["ratio_mean"] == pytest.approx(
-        result["nimbus"]["mean_us"] / result["raw"]["mean_us"], rel=0.01
+        result["pipeline"]["mean_us"] / result["raw"]["mean_us"], rel=0.01
     )
     assert set(result["nimbus_phases_us"]) == {"encrypt", "commit_sender", "decrypt", "commit_receiver"}
     assert result["profile_top"] and all("function" in row for row in result["profile_top"])

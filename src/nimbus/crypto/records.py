@@ -13,8 +13,9 @@ import functools
 import json
 import types
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from nimbus.crypto.errors import StoreDataError
 
@@ -130,7 +131,40 @@ class UnwedgeRecord:
 
 
 def dump(record: Any) -> bytes:
-    return json.dumps(dataclasses.asdict(record), separators=(",", ":"), sort_keys=True).encode()
+    # Records hold only JSON values (no nested dataclasses), so a shallow dict is enough.
+    fields = {f.name: getattr(record, f.name) for f in _fields(cast(Hashable, type(record)))}
+    data = json.dumps(fields, separators=(",", ":"), sort_keys=True).encode()
+    _remember(type(record), data, record)  # the next load of these bytes is this very record
+    return data
+
+
+@functools.cache
+def _fields(cls: Hashable) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(cast(type, cls))
+
+
+_LOADED: dict[tuple[type, bytes], Any] = {}
+_LOADED_MAX = 4096
+
+
+def load(cls: type[R], data: bytes) -> R:
+    """Read a record of type `cls`; raises StoreDataError naming the record type, never its content.
+
+    Records are immutable values, so one read of the same bytes serves every later one (a bounded
+    cache: the send and receive paths read the same account, device and session records each time).
+    """
+    hit = _LOADED.get((cast(type, cls), bytes(data)))
+    if hit is not None:
+        return cast(R, hit)
+    record = _load(cls, data)
+    _remember(cast(type, cls), data, record)
+    return record
+
+
+def _remember(cls: type, data: bytes, record: Any) -> None:
+    if len(_LOADED) >= _LOADED_MAX:
+        _LOADED.clear()
+    _LOADED[(cls, bytes(data))] = record
 
 
 def _type_ok(value: Any, hint: Any) -> bool:
@@ -157,8 +191,7 @@ def _hints(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
 
-def load(cls: type[R], data: bytes) -> R:
-    """Read a record of type `cls`; raises StoreDataError naming the record type, never its content."""
+def _load(cls: type[R], data: bytes) -> R:
     try:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError):
@@ -167,7 +200,7 @@ def load(cls: type[R], data: bytes) -> R:
         raise StoreDataError(f"stored {cls.__name__} is not an object")
     hints = _hints(typing.cast(type, cls))
     kwargs: JSONDict = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for f in _fields(cast(Hashable, cls)):
         if f.name not in raw:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
                 raise StoreDataError(f"stored {cls.__name__} lacks {f.name!r}")

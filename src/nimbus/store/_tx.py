@@ -15,10 +15,11 @@ one transaction. Rules:
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from nimbus.crypto.store import CryptoChanges
 from nimbus.store.base import JSONDict, OutboxEntry, StoreCorrupt, StoreError
@@ -178,9 +179,15 @@ def index_key(codec: ValueCodec, *parts: str) -> bytes:
     Under another codec (PlainCodec, test codecs) the last part is stored plain (the kind has a
     column of its own). Parts are JSON-encoded before HMAC so ("a", "bc") and ("ab", "c") differ.
     """
-    if isinstance(codec, IndexingCodec):
-        return codec.index(json.dumps(parts, ensure_ascii=False).encode("utf-8"))
+    if _indexes(type(codec)):
+        return cast(IndexingCodec, codec).index(json.dumps(parts, ensure_ascii=False).encode("utf-8"))
     return parts[-1].encode("utf-8")
+
+
+@functools.cache
+def _indexes(codec_type: type) -> bool:
+    """Whether a codec class can index (a runtime Protocol check is slow: asked once per class)."""
+    return callable(getattr(codec_type, "index", None))
 
 
 def crypto_keys(codec: ValueCodec, kind: str, group: str, item: str) -> tuple[bytes, bytes]:

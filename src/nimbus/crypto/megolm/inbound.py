@@ -62,6 +62,7 @@ class GroupSessionReceiver:
         self.state = state
         self.devices = devices
         self._pickle_key = pickle_key
+        self._live: dict[tuple[str, str], tuple[str, vodozemac.InboundGroupSession]] = {}
 
     async def add_room_key(self, sender: str, olm: OlmDecrypted, content: dict[str, Any]) -> tuple[str, str]:
         """Store the session of an Olm-decrypted m.room_key. Returns (room id, session id)."""
@@ -119,10 +120,17 @@ class GroupSessionReceiver:
         return room_id, session_id
 
     def _load(self, rec: InboundSessionRecord) -> vodozemac.InboundGroupSession:
+        """The live session for a record, kept while the record's pickle is unchanged."""
+        key = (rec.room_id, rec.session_id)
+        live = self._live.get(key)
+        if live is not None and live[0] == rec.pickle:
+            return live[1]
         try:
-            return vodozemac.InboundGroupSession.from_pickle(rec.pickle, self._pickle_key)
+            session = vodozemac.InboundGroupSession.from_pickle(rec.pickle, self._pickle_key)
         except ValueError:
             raise StoreDataError("an inbound group session pickle cannot be read") from None
+        self._live[key] = (rec.pickle, session)
+        return session
 
     async def has_session(self, room_id: str, session_id: str) -> bool:
         return await self.state.get_raw(records.INBOUND, room_id, session_id) is not None

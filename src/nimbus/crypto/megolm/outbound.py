@@ -53,6 +53,7 @@ class GroupSessionSender:
         self.account = account
         self.olm = olm
         self._pickle_key = pickle_key
+        self._live: dict[str, tuple[str, vodozemac.GroupSession]] = {}  # session id -> (pickle, session)
 
     async def current(self, room_id: str) -> OutboundSessionRecord | None:
         return await self.state.get(OutboundSessionRecord, records.OUTBOUND, "", room_id)
@@ -129,10 +130,17 @@ class GroupSessionSender:
         return rec
 
     def _load(self, rec: OutboundSessionRecord) -> vodozemac.GroupSession:
+        """The live session for a record: kept between messages while its pickle is the one the
+        record holds (an unpickle per message costs more than the encryption itself)."""
+        live = self._live.get(rec.session_id)
+        if live is not None and live[0] == rec.pickle:
+            return live[1]
         try:
-            return vodozemac.GroupSession.from_pickle(rec.pickle, self._pickle_key)
+            session = vodozemac.GroupSession.from_pickle(rec.pickle, self._pickle_key)
         except ValueError:
             raise StoreDataError("an outbound group session pickle cannot be read") from None
+        self._live[rec.session_id] = (rec.pickle, session)
+        return session
 
     async def share(
         self, room_id: str, rec: OutboundSessionRecord, targets: list[DeviceRecord], now_ms: int
@@ -189,11 +197,10 @@ class GroupSessionSender:
         session = self._load(rec)
         payload = {"type": event_type, "content": content, "room_id": room_id}
         message = session.encrypt(json.dumps(payload).encode())
+        pickle = session.pickle(self._pickle_key)  # the ratchet advance, saved before the ciphertext leaves
+        self._live[rec.session_id] = (pickle, session)
         self.state.put(
-            records.OUTBOUND,
-            "",
-            room_id,
-            _replace(rec, pickle=session.pickle(self._pickle_key), message_count=rec.message_count + 1),
+            records.OUTBOUND, "", room_id, _replace(rec, pickle=pickle, message_count=rec.message_count + 1)
         )
         return {
             "algorithm": MEGOLM_ALGORITHM,
