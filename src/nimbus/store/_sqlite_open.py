@@ -106,6 +106,30 @@ def _write_meta(conn: sqlite3.Connection, codec: ValueCodec) -> None:
     conn.execute("COMMIT")
 
 
+def _check_read_only(
+    path: Path, codec: ValueCodec | None, passphrase: str | None, kdf: KdfParams | None
+) -> tuple[ValueCodec, bool] | None:
+    """Check the passphrase of an existing database over a read-only connection, before a read-write
+    one could checkpoint a WAL left by a killed process: a wrong passphrase then changes no byte of
+    the database or its WAL (SQLite may rebuild the -shm index, which holds no data). None when
+    there is nothing to check this way (a new database, or no WAL left behind)."""
+    if not path.exists() or path.stat().st_size == 0 or not Path(f"{path}-wal").exists():
+        return None  # no WAL left behind: the read-write open changes nothing before its own check
+    try:
+        ro = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
+    except sqlite3.Error:
+        return None
+    try:
+        meta = _read_meta(ro)
+        if not meta:
+            return None
+        return _choose_codec(ro, meta, codec, passphrase, kdf)
+    except sqlite3.Error:
+        return None
+    finally:
+        ro.close()
+
+
 def open_database(
     path: Path,
     migrations: list[Migration],
@@ -114,14 +138,14 @@ def open_database(
     kdf: KdfParams | None,
 ) -> tuple[sqlite3.Connection, ValueCodec, bool]:
     """Open, check the passphrase, migrate. Returns (connection, codec, store owns the codec)."""
+    checked = _check_read_only(path, codec, passphrase, kdf)  # raises WrongPassphrase & co.
     fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
     os.close(fd)
     for p in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
         if p.exists() and (p.stat().st_mode & 0o777) != FILE_MODE:
             os.chmod(p, FILE_MODE)
     conn = sqlite3.connect(path, isolation_level=None)
-    chosen: ValueCodec | None = None
-    owned = False
+    chosen, owned = checked if checked is not None else (None, False)
     try:
         mode = conn.execute("PRAGMA journal_mode=WAL").fetchone()[0]
         if str(mode).lower() != "wal":
@@ -137,7 +161,8 @@ def open_database(
                 f"({len(migrations)}); upgrade nimbus to open it"
             )
         meta = _read_meta(conn)
-        chosen, owned = _choose_codec(conn, meta, codec, passphrase, kdf)
+        if chosen is None:
+            chosen, owned = _choose_codec(conn, meta, codec, passphrase, kdf)
         migrate(conn, migrations)
         if not meta:
             _write_meta(conn, chosen)

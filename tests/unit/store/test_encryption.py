@@ -255,3 +255,40 @@ async def test_close_zeroes_the_store_keys(tmp_path: Path) -> None:
     assert aead._root == bytearray(32)
     with pytest.raises(StoreClosed):
         store.derive_key("p")
+
+
+KILLED_WRITER = r"""
+import asyncio, os, signal, sys
+from pathlib import Path
+from nimbus.store import KdfParams, SqliteStore
+from nimbus.types.events import SyncBatch
+
+async def main() -> None:
+    store = await SqliteStore.open(
+        Path(sys.argv[1]), passphrase=sys.argv[2], kdf=KdfParams(memory_kib=8, iterations=1, lanes=1)
+    )
+    await store.set_account_data("org.example", {"n": 1})
+    await store.save_sync_batch(SyncBatch("t1"))
+    os.kill(os.getpid(), signal.SIGKILL)  # leaves its WAL behind, never checkpointed
+
+asyncio.run(main())
+"""
+
+
+async def test_wrong_passphrase_after_a_kill_leaves_database_and_wal_untouched(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "nimbus.db"
+    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path), PASSPHRASE], timeout=60)
+    assert proc.returncode == -9
+    before = files(tmp_path)
+    assert before.get("nimbus.db-wal"), "the killed writer left a WAL"
+    with pytest.raises(WrongPassphrase):
+        await SqliteStore.open(path, passphrase="not the passphrase")
+    after = files(tmp_path)
+    for name in ("nimbus.db", "nimbus.db-wal"):  # -shm is SQLite's rebuildable index, no data
+        assert after[name] == before[name]
+    store = await SqliteStore.open(path, passphrase=PASSPHRASE)
+    assert await store.load_sync_token() == "t1"
+    await store.close()

@@ -393,7 +393,7 @@ async def send_file(args: argparse.Namespace, out: Printer) -> int:
     data = await asyncio.to_thread(path.read_bytes)
     mimetype = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     async with opened(args) as client:
-        out.progress(f"uploading {path.name} ({len(data)} bytes)…")
+        out.progress(f"encrypting and uploading {len(data)} bytes…")  # no file name: it may be private
         entry = await client.send_file(args.room, data, path.name, mimetype)
         result = await client.flush_outbox(timeout=args.timeout)
         return _report_flush(out, [entry], result)
