@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -280,7 +281,8 @@ async def test_wrong_passphrase_after_a_kill_leaves_database_and_wal_untouched(t
     import sys
 
     path = tmp_path / "nimbus.db"
-    proc = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path), PASSPHRASE], timeout=60)
+    command = [sys.executable, "-c", KILLED_WRITER, str(path), PASSPHRASE]
+    proc = await asyncio.to_thread(subprocess.run, command, timeout=60)
     assert proc.returncode == -9
     before = files(tmp_path)
     assert before.get("nimbus.db-wal"), "the killed writer left a WAL"
