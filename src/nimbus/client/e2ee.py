@@ -27,6 +27,7 @@ from typing import Any
 
 from nimbus.api import room_state
 from nimbus.client.transport import Transport
+from nimbus.crypto.devices.tracker import DeviceProblem
 from nimbus.crypto.errors import DecryptionError
 from nimbus.crypto.machine import OlmMachine, RequestKind, ToDeviceStatus
 from nimbus.crypto.store import CryptoChanges
@@ -82,6 +83,7 @@ class ClientCrypto:
         self.store = store
         self.transport = transport
         self._members_loaded: dict[RoomId, dict[str, Event]] = {}
+        self.device_problems: list[DeviceProblem] = []  # refused devices seen by this process
 
     # --- committing and sending -----------------------------------------------------------------
 
@@ -104,6 +106,19 @@ class ClientCrypto:
                 response = await self.transport.send(outgoing.request)
                 await self.machine.mark_request_as_sent(outgoing.request_id, response)
                 await self.commit()
+            self._report_device_problems()
+
+    def _report_device_problems(self) -> None:
+        """Devices whose keys were refused (bad self-signature, keys changed under the same id):
+        never used for encryption, and said out loud (no key material in the message)."""
+        for problem in self.machine.take_device_problems():
+            log.warning(
+                "refused device %s of %s: %s (it gets no room keys)",
+                problem.device_id,
+                problem.user_id,
+                problem.reason,
+            )
+            self.device_problems.append(problem)
 
     # --- incoming ------------------------------------------------------------------------------
 

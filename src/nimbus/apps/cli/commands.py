@@ -367,6 +367,16 @@ async def devices(args: argparse.Namespace, out: Printer) -> int:
                     {"type": "device", "user_id": user, "device_id": device_id, **keys},
                     f"{user} {device_id}  curve25519 {keys['curve25519']}  ed25519 {keys['ed25519']}",
                 )
+            for device_id, refused in sorted((await client.crypto.machine.rejected_devices(user)).items()):
+                out.result(
+                    {
+                        "type": "refused_device",
+                        "user_id": user,
+                        "device_id": device_id,
+                        "reason": refused.reason,
+                    },
+                    f"{user} {device_id}  REFUSED: {refused.reason} (gets no room keys)",
+                )
             return EXIT_OK
         for d in await client.devices():
             current = d.device_id == client.device_id
