@@ -238,3 +238,44 @@ def test_bad_input_gets_a_clear_error(alice: tuple[Path, str, str], tmp_path: Pa
         env=env_with(PW="x"),
     )
     assert unreachable.code == 1 and "homeserver" in unreachable.stderr
+
+
+def test_a_device_with_a_forged_signature_is_refused_and_listed(
+    alice: tuple[Path, str, str], homeserver: Homeserver, new_user: NewUser
+) -> None:
+    """mallory uploads device keys whose self-signature does not verify (the server does not check
+    signatures; nimbus must): nimbus refuses the device and says so."""
+    import base64
+    import os
+
+    mallory, password = new_user(homeserver, "mallory")
+    login = httpx.post(
+        f"{homeserver.client_url}/_matrix/client/v3/login",
+        json={
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": mallory},
+            "password": password,
+        },
+    ).json()
+    device, token = login["device_id"], login["access_token"]
+
+    def b64(n: int) -> str:
+        return base64.b64encode(os.urandom(n)).decode().rstrip("=")
+
+    keys = {
+        "user_id": mallory,
+        "device_id": device,
+        "algorithms": ["m.olm.v1.curve25519-aes-sha2", "m.megolm.v1.aes-sha2"],
+        "keys": {f"curve25519:{device}": b64(32), f"ed25519:{device}": b64(32)},
+        "signatures": {mallory: {f"ed25519:{device}": b64(64)}},
+    }
+    upload = httpx.post(
+        f"{homeserver.client_url}/_matrix/client/v3/keys/upload",
+        headers={"Authorization": f"Bearer {token}"},
+        json={"device_keys": keys},
+    )
+    assert upload.status_code == 200
+    listed = nimbus(alice[0], "devices", "--user", mallory, "--json")
+    assert listed.code == 0, listed.stderr
+    assert [d["type"] for d in listed.objects] == ["refused_device"]
+    assert listed.objects[0]["device_id"] == device and "signature" in listed.objects[0]["reason"]
