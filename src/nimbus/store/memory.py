@@ -16,7 +16,7 @@ Owns: nothing on disk. For tests and for throwaway sessions. Rules:
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TypeVar
 
@@ -55,6 +55,8 @@ class _Data:
     # (kind, grp_key) -> item_key -> (item_blob, value_blob)
     crypto: dict[tuple[str, bytes], dict[bytes, tuple[bytes, bytes]]] = field(default_factory=dict)
     decrypted: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    # (kind, item_key) -> (item_blob, value_blob)
+    ai: dict[tuple[str, bytes], tuple[bytes, bytes]] = field(default_factory=dict)
 
 
 class _MemoryTx:
@@ -376,9 +378,42 @@ class MemoryStore:
     async def crypto_save(self, changes: CryptoChanges) -> None:
         self._write(lambda t: _tx.apply_crypto(t, self._codec, changes))
 
+    # -- on-device AI objects (nimbus.store.base.AiStore) -----------------------------------------
+
+    async def ai_put(self, kind: str, item: str, value: bytes) -> None:
+        await self.ai_put_many(kind, [(item, value)])
+
+    async def ai_put_many(self, kind: str, items: Sequence[tuple[str, bytes]]) -> None:
+        rows = [_ai_row(self._codec, kind, item, value) for item, value in items]
+
+        def write(t: _MemoryTx) -> None:
+            for key, item_blob, value_blob in rows:
+                t.d.ai[(kind, key)] = (item_blob, value_blob)
+
+        self._write(write)
+
+    async def ai_get(self, kind: str, item: str) -> bytes | None:
+        found = self._read().d.ai.get((kind, _tx.index_key(self._codec, kind, item)))
+        return None if found is None else _tx.decode_bytes(self._codec, found[1], "AI object")
+
+    async def ai_list(self, kind: str) -> list[tuple[str, bytes]]:
+        rows = self._read().d.ai
+        return [_tx.crypto_item(self._codec, i, v) for (k, _), (i, v) in rows.items() if k == kind]
+
+    async def ai_delete_all(self, kind: str | None = None) -> None:
+        def write(t: _MemoryTx) -> None:
+            t.d.ai = {} if kind is None else {k: v for k, v in t.d.ai.items() if k[0] != kind}
+
+        self._write(write)
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def close(self) -> None:
         self._closed = True
         if self._owns_codec and isinstance(self._codec, AeadCodec):
             self._codec.close()
+
+
+def _ai_row(codec: ValueCodec, kind: str, item: str, value: bytes) -> tuple[bytes, bytes, bytes]:
+    """(item_key, item_blob, value_blob) of one AI object (see migrations/0003_ai.sql)."""
+    return _tx.index_key(codec, kind, item), codec.encode(item.encode("utf-8")), codec.encode(value)

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -397,6 +397,48 @@ class SqliteStore:
     async def crypto_save(self, changes: CryptoChanges) -> None:
         await self._write(lambda c: _tx.apply_crypto(SqliteTx(c, self._codec), self._codec, changes))
 
+    # -- on-device AI objects (nimbus.store.base.AiStore) -----------------------------------------
+
+    async def ai_put(self, kind: str, item: str, value: bytes) -> None:
+        await self.ai_put_many(kind, [(item, value)])
+
+    async def ai_put_many(self, kind: str, items: Sequence[tuple[str, bytes]]) -> None:
+        rows = [(kind, *_ai_row(self._codec, kind, item, value)) for item, value in items]
+        if rows:
+            await self._write(
+                lambda c: c.executemany(
+                    "INSERT OR REPLACE INTO ai_objects (kind, item_key, item_blob, value_blob) "
+                    "VALUES (?, ?, ?, ?)",
+                    rows,
+                )
+            )
+
+    async def ai_get(self, kind: str, item: str) -> bytes | None:
+        key = _tx.index_key(self._codec, kind, item)
+
+        def read(c: sqlite3.Connection) -> bytes | None:
+            row = c.execute(
+                "SELECT value_blob FROM ai_objects WHERE kind = ? AND item_key = ?", (kind, key)
+            ).fetchone()
+            return None if row is None else _tx.decode_bytes(self._codec, row[0], "AI object")
+
+        return await self._run(read)
+
+    async def ai_list(self, kind: str) -> list[tuple[str, bytes]]:
+        def read(c: sqlite3.Connection) -> list[tuple[str, bytes]]:
+            rows = c.execute(
+                "SELECT item_blob, value_blob FROM ai_objects WHERE kind = ?", (kind,)
+            ).fetchall()
+            return [_tx.crypto_item(self._codec, item, value) for item, value in rows]
+
+        return await self._run(read)
+
+    async def ai_delete_all(self, kind: str | None = None) -> None:
+        if kind is None:
+            await self._write(lambda c: c.execute("DELETE FROM ai_objects"))
+        else:
+            await self._write(lambda c: c.execute("DELETE FROM ai_objects WHERE kind = ?", (kind,)))
+
     # -- lifecycle -------------------------------------------------------------------------------
 
     async def close(self) -> None:
@@ -410,3 +452,8 @@ class SqliteStore:
             self._executor.shutdown(wait=False)
             if self._owns_codec and isinstance(self._codec, AeadCodec):
                 self._codec.close()  # zero the keys
+
+
+def _ai_row(codec: ValueCodec, kind: str, item: str, value: bytes) -> tuple[bytes, bytes, bytes]:
+    """(item_key, item_blob, value_blob) of one AI object (see migrations/0003_ai.sql)."""
+    return _tx.index_key(codec, kind, item), codec.encode(item.encode("utf-8")), codec.encode(value)
