@@ -149,15 +149,17 @@ async def run(args: argparse.Namespace, out: Printer) -> int:
             f"(bob: {lab.servers[1].client_url} {info['bob']} --password-file {base}/bob.password)"
         )
         out.progress(hint)
+        stop = asyncio.Event()
+        if not args.exit:
+            # Handlers first, then "done": a Ctrl-C right after "done" must find them in place.
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
         out.result(
             {"type": "demo_done", **info, "servers": [s.client_url for s in lab.servers]}, "demo: done"
         )
         if not args.exit:
             out.progress("\nThe servers keep running; press Ctrl-C to stop them.")
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
             await stop.wait()
     finally:
         out.progress("stopping the servers…")
