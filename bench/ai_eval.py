@@ -1,0 +1,206 @@
+"""Quality and speed of nimbus's on-device AI layer (language id, embeddings, semantic search).
+
+Run: .venv/bin/python bench/ai_eval.py [--fill 10000] [--embed N]
+Sets (written for nimbus, see their headers): bench/data/langid_chat.tsv, bench/data/search_eval.tsv.
+Figures, each with a baseline measured in the same run:
+- language id: accuracy / wrong / abstain on short chat messages, open and restricted to the set's
+  languages; baseline = the lite model's raw top-1 (no short-text strategy); latency p50/p99.
+- search: MRR@10 and top-1 on paraphrased queries; baseline = word-overlap ranking (what a keyword
+  search finds). Query latency (embedding + brute-force cosine) over an index of --fill messages;
+  the first --embed are real generated chat messages embedded by the model, the rest random unit
+  vectors (the scan costs the same for any vector; embedding all 10,000 takes minutes on 2 cores).
+  Indexing rate: messages/s through SearchIndex.add_many into an encrypted SQLite store.
+- peak RSS of the process (ru_maxrss) after everything.
+The last line is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import re
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from nimbus.ai.embeddings import E5Embedder
+from nimbus.ai.langid import FastTextLanguageIdentifier
+from nimbus.ai.search import IndexedMessage, SearchIndex
+from nimbus.store import SqliteStore
+from nimbus.store.encryption import KdfParams
+
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def rows(name: str) -> list[list[str]]:
+    text = (DATA / name).read_text(encoding="utf-8")
+    return [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
+
+
+def eval_langid() -> dict[str, object]:
+    data = [(r[0], r[1]) for r in rows("langid_chat.tsv")]
+    labelled = [(lab, t) for lab, t in data if lab != "-"]
+    ambiguous = [t for lab, t in data if lab == "-"]
+    langs = {lab for lab, _ in labelled}
+    out: dict[str, object] = {"langid_messages": len(labelled), "langid_languages": len(langs)}
+    for tag, ident in (
+        ("open", FastTextLanguageIdentifier()),
+        ("restricted", FastTextLanguageIdentifier(languages=langs)),
+    ):
+        right = wrong = 0
+        times = []
+        for lab, text in labelled:
+            t0 = time.perf_counter()
+            guess = ident.identify(text)
+            times.append((time.perf_counter() - t0) * 1000)
+            if guess is not None:
+                right += guess.language == lab
+                wrong += guess.language != lab
+        out[f"langid_{tag}_accuracy"] = round(right / len(labelled), 4)
+        out[f"langid_{tag}_wrong"] = round(wrong / len(labelled), 4)
+        out[f"langid_{tag}_p50_ms"] = round(pct(times, 0.5), 4)
+        out[f"langid_{tag}_p99_ms"] = round(pct(times, 0.99), 4)
+        out[f"langid_{tag}_ambiguous_none"] = sum(ident.identify(t) is None for t in ambiguous) / len(
+            ambiguous
+        )
+    # Baseline: the same model's raw top-1, no cleaning, no thresholds.
+    ident = FastTextLanguageIdentifier()
+    detector = ident._load()
+    top1 = [detector.detect(t.lower(), model="lite", k=1)[0]["lang"] for _, t in labelled]
+    base = sum(g == lab for g, (lab, _) in zip(top1, labelled, strict=True))
+    out["langid_baseline_raw_top1_accuracy"] = round(base / len(labelled), 4)
+    out["langid_baseline_raw_top1_wrong"] = round(1 - base / len(labelled), 4)
+    return out
+
+
+WORDS = re.compile(r"\w+")
+
+
+def overlap_rank(query: str, texts: dict[str, str]) -> list[str]:
+    q = set(WORDS.findall(query.lower()))
+    scored = sorted(texts, key=lambda i: -len(q & set(WORDS.findall(texts[i].lower()))))
+    return scored
+
+
+def mrr(ranked: list[list[str]], relevant: list[str]) -> float:
+    total = 0.0
+    for ids, rel in zip(ranked, relevant, strict=True):
+        if rel in ids[:10]:
+            total += 1 / (ids.index(rel) + 1)
+    return total / len(relevant)
+
+
+SUBJECTS = ["the meeting", "the report", "dinner", "the train", "the build", "the party", "lunch", "the demo"]
+VERBS = [
+    "is moved to",
+    "starts at",
+    "got cancelled for",
+    "is planned for",
+    "needs a decision by",
+    "is late until",
+]
+WHEN = ["monday", "tomorrow", "noon", "friday evening", "next week", "3pm", "the weekend", "tonight"]
+
+
+def generated(n: int, seed: int = 7) -> list[str]:
+    rnd = random.Random(seed)
+    return [f"{rnd.choice(SUBJECTS)} {rnd.choice(VERBS)} {rnd.choice(WHEN)} ({i})" for i in range(n)]
+
+
+async def eval_search(fill: int, embed_n: int) -> dict[str, object]:
+    out: dict[str, object] = {}
+    data = rows("search_eval.tsv")
+    messages = {r[1]: (r[2], r[3]) for r in data if r[0] == "M"}
+    queries = [(r[1], r[2]) for r in data if r[0] == "Q"]
+    kdf = KdfParams(memory_kib=8, iterations=1, lanes=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await SqliteStore.open(Path(tmp) / "eval.db", passphrase="bench", kdf=kdf)
+        index = await SearchIndex.open(store, E5Embedder())
+        await index.add_many(
+            IndexedMessage(room, mid, "@u:x", i, text)
+            for i, (mid, (room, text)) in enumerate(messages.items())
+        )
+        ranked = [[h.message.event_id for h in await index.search(q, k=10)] for _, q in queries]
+        relevant = [rel for rel, _ in queries]
+        out["search_queries"] = len(queries)
+        out["search_mrr10"] = round(mrr(ranked, relevant), 4)
+        out["search_top1"] = round(
+            sum(r[0] == rel for r, rel in zip(ranked, relevant, strict=True)) / len(queries), 4
+        )
+        texts = {mid: text for mid, (_, text) in messages.items()}
+        out["search_baseline_word_overlap_mrr10"] = round(
+            mrr([overlap_rank(q, texts) for _, q in queries], relevant), 4
+        )
+
+        # Indexing rate: real generated messages, embedded and written encrypted, in batches.
+        gen = generated(embed_n)
+        t0 = time.perf_counter()
+        await index.add_many(IndexedMessage("!gen", f"$g{i}", "@u:x", 1000 + i, t) for i, t in enumerate(gen))
+        elapsed = time.perf_counter() - t0
+        out["index_messages_per_s"] = round(embed_n / elapsed, 1)
+        # Fill to `fill` messages with random unit vectors (same scan cost), then time queries.
+        rest = fill - len(index)
+        if rest > 0:
+            rnd = np.random.default_rng(1)
+            vectors = rnd.standard_normal((rest, 384)).astype(np.float32)
+            vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+            index._append(
+                [IndexedMessage("!fill", f"$f{i}", "@u:x", 0, "filler") for i in range(rest)],
+                list(vectors),
+            )
+        out["search_index_size"] = len(index)
+        totals, scans = [], []
+        emb = E5Embedder()
+        for _, q in queries * 2:
+            t0 = time.perf_counter()
+            vec = emb.embed_array([q], query=True)[0]
+            t1 = time.perf_counter()
+            index.search_vector(vec, k=10)
+            t2 = time.perf_counter()
+            totals.append((t2 - t0) * 1000)
+            scans.append((t2 - t1) * 1000)
+        out["search_query_p50_ms"] = round(pct(totals, 0.5), 2)
+        out["search_query_p99_ms"] = round(pct(totals, 0.99), 2)
+        out["search_scan_p50_ms"] = round(pct(scans, 0.5), 3)
+        out["search_scan_p99_ms"] = round(pct(scans, 0.99), 3)
+        await store.close()
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fill", type=int, default=10_000, help="index size for the query-latency figure")
+    parser.add_argument(
+        "--embed", type=int, default=256, help="generated messages really embedded (indexing rate)"
+    )
+    args = parser.parse_args()
+    figures: dict[str, object] = {}
+    figures.update(eval_langid())
+    figures.update(asyncio.run(eval_search(args.fill, args.embed)))
+    figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    figures["ratio_langid_vs_raw_top1"] = round(
+        float(figures["langid_open_accuracy"]) / float(figures["langid_baseline_raw_top1_accuracy"]),
+        3,  # type: ignore[arg-type]
+    )
+    figures["ratio_search_mrr_vs_word_overlap"] = round(
+        float(figures["search_mrr10"]) / max(1e-9, float(figures["search_baseline_word_overlap_mrr10"])),
+        3,  # type: ignore[arg-type]
+    )
+    for key, value in figures.items():
+        print(f"{key:40s} {value}", file=sys.stderr)
+    print(json.dumps(figures, sort_keys=True))
+
+
+if __name__ == "__main__":
+    main()
