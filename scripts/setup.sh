@@ -29,8 +29,8 @@ fi
 
 # --- Python virtualenv -----------------------------------------------------------------------------
 [ -x .venv/bin/python ] || python3 -m venv .venv
-extras="homeserver"
-[ "$want_test" = 1 ] && extras="homeserver,dev"
+extras="homeserver,ai"
+[ "$want_test" = 1 ] && extras="homeserver,ai,dev"
 stamp=".venv/.nimbus-installed-$extras"
 digest=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
