@@ -307,6 +307,13 @@ class Client:
             return room
         return replace(room, timeline=[replace(m, e2ee=e2ee.get(m.event_id)) for m in room.timeline])
 
+    async def decrypted_timeline(self, room_id: str, *, limit: int = 1000) -> list[Event]:
+        """The room's stored events, encrypted ones replaced by their decrypted form (for on-device
+        features such as search; nothing leaves the device)."""
+        rid = parse_room_id(room_id)
+        events, _info = await self._decrypted_view(rid, await self.store.timeline(rid, limit=limit))
+        return events
+
     async def _decrypted_view(
         self, room_id: RoomId, events: list[Event]
     ) -> tuple[list[Event], dict[str, Any]]:

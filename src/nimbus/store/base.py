@@ -95,7 +95,33 @@ class OutboxEntry:
         )
 
 
-class Store(CryptoStore, Protocol):
+class AiStore(Protocol):
+    """On-device AI state (nimbus.ai): opaque values by (kind, item), encrypted at rest like crypto objects.
+
+    Implemented by both backends next to `Store` (not part of `Store`, so other fakes need not grow).
+    `item` names and values go through the codec; `kind` stays plain (see migrations/0003_ai.sql).
+    """
+
+    async def ai_put(self, kind: str, item: str, value: bytes) -> None:
+        """Insert or replace one value."""
+        ...
+
+    async def ai_put_many(self, kind: str, items: Sequence[tuple[str, bytes]]) -> None:
+        """Insert or replace many values in one transaction (all or nothing)."""
+        ...
+
+    async def ai_get(self, kind: str, item: str) -> bytes | None: ...
+
+    async def ai_list(self, kind: str) -> list[tuple[str, bytes]]:
+        """Every (item, value) of `kind`, in no particular order."""
+        ...
+
+    async def ai_delete_all(self, kind: str | None = None) -> None:
+        """Forget every AI object (of `kind`, if given)."""
+        ...
+
+
+class Store(CryptoStore, AiStore, Protocol):
     """The store contract. Implementations: `SqliteStore` (on disk) and `MemoryStore` (tests).
 
     Includes `CryptoStore` (`crypto_get`, `crypto_list`, `crypto_save`).
@@ -209,29 +235,3 @@ class Store(CryptoStore, Protocol):
 
     # -- lifecycle -------------------------------------------------------------------------------
     async def close(self) -> None: ...
-
-
-class AiStore(Protocol):
-    """On-device AI state (nimbus.ai): opaque values by (kind, item), encrypted at rest like crypto objects.
-
-    Implemented by both backends next to `Store` (not part of `Store`, so other fakes need not grow).
-    `item` names and values go through the codec; `kind` stays plain (see migrations/0003_ai.sql).
-    """
-
-    async def ai_put(self, kind: str, item: str, value: bytes) -> None:
-        """Insert or replace one value."""
-        ...
-
-    async def ai_put_many(self, kind: str, items: Sequence[tuple[str, bytes]]) -> None:
-        """Insert or replace many values in one transaction (all or nothing)."""
-        ...
-
-    async def ai_get(self, kind: str, item: str) -> bytes | None: ...
-
-    async def ai_list(self, kind: str) -> list[tuple[str, bytes]]:
-        """Every (item, value) of `kind`, in no particular order."""
-        ...
-
-    async def ai_delete_all(self, kind: str | None = None) -> None:
-        """Forget every AI object (of `kind`, if given)."""
-        ...

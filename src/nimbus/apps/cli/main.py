@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from nimbus.apps.cli import commands, demo
+from nimbus.apps.cli import ai_search, commands, demo
 from nimbus.apps.cli.output import EXIT_ERROR, EXIT_TIMEOUT, CliTimeout, Printer
 from nimbus.homeserver import cli as homeserver_cli
 from nimbus.types.errors import NimbusError
@@ -125,6 +125,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", nargs="?", choices=["list", "flush"], default="list")
     p.add_argument("--timeout", type=float, default=30.0)
     p.set_defaults(func=commands.outbox)
+
+    p = add("search", "search your messages by meaning, on this device (any language)")
+    p.add_argument("query")
+    p.add_argument("--room", help="only this room")
+    p.add_argument("--limit", type=int, default=10, help="how many results (default 10)")
+    p.add_argument("--scan", type=int, default=2000, help="messages per room to index (default 2000)")
+    p.set_defaults(func=ai_search.search)
+
+    ai = sub.add_parser("ai", help="on-device AI: what is installed")
+    ai_sub = ai.add_subparsers(dest="ai_command", required=True, metavar="COMMAND")
+    p = ai_sub.add_parser(
+        "status", help="installed AI backends, sizes, the features they enable", parents=[common]
+    )
+    p.set_defaults(func=ai_search.status)
 
     p = add("demo", "start a two-server local federation and show two people talking across it")
     p.add_argument("--dir", help="where the demo keeps its servers and profiles (default ./.nimbus-demo)")

