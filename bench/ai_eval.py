@@ -1,7 +1,8 @@
 """Quality and speed of nimbus's on-device AI layer (language id, embeddings, semantic search).
 
 Run: .venv/bin/python bench/ai_eval.py [--fill 10000] [--embed N]
-Sets (written for nimbus, see their headers): bench/data/langid_chat.tsv, bench/data/search_eval.tsv.
+Sets (written for nimbus, see their headers): bench/data/langid_chat.tsv, bench/data/search_eval.tsv,
+bench/data/translation_chat.tsv.
 Figures, each with a baseline measured in the same run:
 - language id: accuracy / wrong / abstain on short chat messages, open and restricted to the set's
   languages; baseline = the lite model's raw top-1 (no short-text strategy); latency p50/p99.
@@ -10,6 +11,8 @@ Figures, each with a baseline measured in the same run:
   the first --embed are real generated chat messages embedded by the model, the rest random unit
   vectors (the scan costs the same for any vector; embedding all 10,000 takes minutes on 2 cores).
   Indexing rate: messages/s through SearchIndex.add_many into an encrypted SQLite store.
+- translation (Apertium, en<->es): chrF and BLEU (sacrebleu==2.6.0); baseline = the untranslated
+  source; ms a message batched and alone.
 - peak RSS of the process (ru_maxrss) after everything.
 The last line is one JSON object with every figure.
 """
@@ -178,6 +181,37 @@ async def eval_search(fill: int, embed_n: int) -> dict[str, object]:
     return out
 
 
+def eval_translation() -> dict[str, object]:
+    """Translation on bench/data/translation_chat.tsv (30 chat messages, en<->es, hand-written
+    references) with the installed Apertium pair: corpus chrF and BLEU (sacrebleu), both ways.
+    Baseline: the untranslated source scored against the reference (what showing the original gives).
+    Latency: one message per engine run (p50), and the whole set in one batched run per message."""
+    import sacrebleu  # bench-only dependency: sacrebleu==2.6.0
+
+    from nimbus.ai.translation import ApertiumTranslator
+
+    data = [(r[0], r[1]) for r in rows("translation_chat.tsv")]
+    english, spanish = [en for en, _ in data], [es for _, es in data]
+    engine = ApertiumTranslator()
+    out: dict[str, object] = {"translation_messages": len(data), "translation_engine": engine.name}
+    for source, target, texts, refs in (("en", "es", english, spanish), ("es", "en", spanish, english)):
+        t0 = time.perf_counter()
+        hyps = engine.translate_many(texts, source, target)
+        batch_ms = (time.perf_counter() - t0) * 1000 / len(texts)
+        tag = f"translation_{source}_{target}"
+        out[f"{tag}_chrf"] = round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2)
+        out[f"{tag}_bleu"] = round(sacrebleu.corpus_bleu(hyps, [refs]).score, 2)
+        out[f"{tag}_baseline_untranslated_chrf"] = round(sacrebleu.corpus_chrf(texts, [refs]).score, 2)
+        out[f"{tag}_batched_ms_per_message"] = round(batch_ms, 1)
+    single = []
+    for text in english[:10]:
+        t0 = time.perf_counter()
+        engine.translate(text, "en", "es")
+        single.append((time.perf_counter() - t0) * 1000)
+    out["translation_single_message_p50_ms"] = round(pct(single, 0.5), 1)
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fill", type=int, default=10_000, help="index size for the query-latency figure")
@@ -188,6 +222,7 @@ def main() -> None:
     figures: dict[str, object] = {}
     figures.update(eval_langid())
     figures.update(asyncio.run(eval_search(args.fill, args.embed)))
+    figures.update(eval_translation())
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     figures["ratio_langid_vs_raw_top1"] = round(
         float(figures["langid_open_accuracy"]) / float(figures["langid_baseline_raw_top1_accuracy"]),
