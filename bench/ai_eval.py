@@ -32,8 +32,10 @@ from pathlib import Path
 
 import numpy as np
 
+from nimbus.ai.catchup import catch_up
 from nimbus.ai.embeddings import E5Embedder
 from nimbus.ai.langid import FastTextLanguageIdentifier
+from nimbus.ai.replies import ChatLine, SmartReplies, intents
 from nimbus.ai.search import IndexedMessage, SearchIndex
 from nimbus.store import SqliteStore
 from nimbus.store.encryption import KdfParams
@@ -181,6 +183,57 @@ async def eval_search(fill: int, embed_n: int) -> dict[str, object]:
     return out
 
 
+def keyword_intent(text: str) -> str:
+    words = set(WORDS.findall(text.lower()))
+    best, name = -1, ""
+    for intent, spec in intents().items():
+        for examples in spec["examples"].values():
+            for example in examples:
+                score = len(words & set(WORDS.findall(example.lower())))
+                if score > best:
+                    best, name = score, intent
+    return name
+
+
+def eval_smart_replies() -> dict[str, object]:
+    """Smart replies on bench/data/smart_reply_eval.tsv (4 languages): a suggestion set is acceptable
+    when one suggestion comes from a labelled intent; SENSITIVE messages must get none. Latency is one
+    `suggest` call with a 10-message context (embedding the latest message + dot products).
+    Baseline: keyword matching (the intent of the example sharing most words with the message)."""
+    data = [(r[0], r[1], r[2]) for r in rows("smart_reply_eval.tsv")]
+    ident = FastTextLanguageIdentifier(languages=["en", "es", "de", "fr"])
+    replies = SmartReplies(E5Embedder(), ident)
+    replies.warm()
+    out: dict[str, object] = {}
+    normal = [(lang, set(label.split(",")), text) for lang, label, text in data if label != "SENSITIVE"]
+    sensitive = [text for _, label, text in data if label == "SENSITIVE"]
+    filler = [ChatLine(f"$c{i}", "@me:x" if i % 2 else "@them:x", i, "ok, see above") for i in range(9)]
+    times: list[float] = []
+    acceptable = top1 = right_lang = base_ok = 0
+    for lang, labels, text in normal:
+        lines = [*filler, ChatLine("$m", "@them:x", 99, text)]
+        t0 = time.perf_counter()
+        result = replies.suggest(lines, "@me:x")
+        times.append((time.perf_counter() - t0) * 1000)
+        acceptable += any(s.intent in labels for s in result.suggestions)
+        top1 += bool(result.suggestions) and result.suggestions[0].intent in labels
+        right_lang += result.language == lang
+        base_ok += keyword_intent(text) in labels
+    withheld = sum(
+        not replies.suggest([ChatLine("$s", "@them:x", 1, t)], "@me:x").suggestions for t in sensitive
+    )
+    out["smart_reply_messages"] = len(normal)
+    out["smart_reply_top3_acceptable"] = round(acceptable / len(normal), 4)
+    out["smart_reply_top1_acceptable"] = round(top1 / len(normal), 4)
+    out["smart_reply_language_right"] = round(right_lang / len(normal), 4)
+    out["smart_reply_baseline_keyword_top1"] = round(base_ok / len(normal), 4)
+    out["smart_reply_sensitive_messages"] = len(sensitive)
+    out["smart_reply_none_on_sensitive"] = round(withheld / len(sensitive), 4)
+    out["smart_reply_p50_ms"] = round(pct(times, 0.5), 2)
+    out["smart_reply_p99_ms"] = round(pct(times, 0.99), 2)
+    return out
+
+
 def eval_translation() -> dict[str, object]:
     """Translation on bench/data/translation_chat.tsv (30 chat messages, en<->es, hand-written
     references) with the installed Apertium pair: corpus chrF and BLEU (sacrebleu), both ways.
@@ -212,6 +265,38 @@ def eval_translation() -> dict[str, object]:
     return out
 
 
+def eval_catchup() -> dict[str, object]:
+    """Catch-up on bench/data/catchup_work_chat.json: key facts covered by the summary alone and by
+    summary + action items, action items found with the right owner, mentions, time."""
+    chat = json.loads((DATA / "catchup_work_chat.json").read_text(encoding="utf-8"))
+    lines = [ChatLine(f"$w{i}", s, 1000 * i, t) for i, (s, t) in enumerate(chat["messages"])]
+    t0 = time.perf_counter()
+    result = catch_up(lines, E5Embedder(), chat["me"], display_name=chat["me_name"], members=chat["members"])
+    elapsed = (time.perf_counter() - t0) * 1000
+
+    def covered(text: str) -> int:
+        return sum(all(re.search(p, text, re.I) for p in f["all"]) for f in chat["facts"])
+
+    summary = " ".join(s.text for s in result.summary)
+    both = " ".join([summary] + [a.what for a in result.actions])
+    found = sum(
+        any(a.owner == w["owner"] and re.search(w["what"], a.what, re.I) for a in result.actions)
+        for w in chat["actions"]
+    )
+    return {
+        "catchup_messages": len(lines),
+        "catchup_facts": len(chat["facts"]),
+        "catchup_facts_in_summary": covered(summary),
+        "catchup_facts_in_summary_and_actions": covered(both),
+        "catchup_summary_sentences": len(result.summary),
+        "catchup_actions_expected": len(chat["actions"]),
+        "catchup_actions_right_owner": found,
+        "catchup_actions_extracted": len(result.actions),
+        "catchup_mentions": len(result.mentions),
+        "catchup_ms": round(elapsed, 1),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fill", type=int, default=10_000, help="index size for the query-latency figure")
@@ -222,6 +307,8 @@ def main() -> None:
     figures: dict[str, object] = {}
     figures.update(eval_langid())
     figures.update(asyncio.run(eval_search(args.fill, args.embed)))
+    figures.update(eval_smart_replies())
+    figures.update(eval_catchup())
     figures.update(eval_translation())
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     figures["ratio_langid_vs_raw_top1"] = round(
