@@ -76,3 +76,42 @@ def test_translate_a_room_and_preview_a_draft(
 
     preview = nimbus(bob, "translate", "--text", "See you tomorrow", "--to", "es", "--json")
     assert preview.code == 0 and "mañana" in preview.objects[0]["translation"]
+
+
+def test_suggest_and_catchup_on_an_encrypted_room(
+    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
+) -> None:
+    alice_id, alice_pw = new_user(homeserver, "alice")
+    bob_id, bob_pw = new_user(homeserver, "bob")
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    login(alice, homeserver.client_url, alice_id, alice_pw)
+    login(bob, homeserver.client_url, bob_id, bob_pw)
+    room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
+    assert nimbus(bob, "join", room).code == 0
+
+    assert nimbus(alice, "send", room, "Thank you so much for your help yesterday!").code == 0
+    suggested = nimbus(bob, "suggest", room, "--json")
+    assert suggested.code == 0, suggested.stderr
+    texts = [o["text"] for o in suggested.objects if o["type"] == "suggestion"]
+    assert 1 <= len(texts) <= 3 and len(set(texts)) == len(texts)
+    mine = nimbus(alice, "suggest", room, "--json")  # never for your own last message
+    assert [o.get("reason") for o in mine.objects] == ["own_message"]
+
+    assert nimbus(alice, "send", room, "My father passed away last night.").code == 0
+    sensitive = nimbus(bob, "suggest", room, "--json")
+    assert [o.get("reason") for o in sensitive.objects] == ["sensitive"]  # no canned reply to grief
+
+    for text in (
+        "The client moved the launch review to Thursday at 3pm.",
+        f"{bob_id} can you send the updated budget by Friday?",
+        "I'll book the meeting room for Thursday.",
+    ):
+        assert nimbus(alice, "send", room, text).code == 0
+    caught = nimbus(bob, "catchup", room, "--json")
+    assert caught.code == 0, caught.stderr
+    kinds = [o["type"] for o in caught.objects]
+    assert kinds[0] == "catchup" and "summary" in kinds
+    actions = [o for o in caught.objects if o["type"] == "action"]
+    assert any(a["owner"] == bob_id and "budget" in a["what"] for a in actions)
+    assert any(a["owner"] == alice_id and "meeting room" in a["what"] for a in actions)
+    assert any(o["type"] == "mention" for o in caught.objects)

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from nimbus.apps.cli import ai_search, ai_translate, commands, demo
+from nimbus.apps.cli import ai_commands, ai_search, ai_translate, commands, demo
 from nimbus.apps.cli.output import EXIT_ERROR, EXIT_TIMEOUT, CliTimeout, Printer
 from nimbus.homeserver import cli as homeserver_cli
 from nimbus.types.errors import NimbusError
@@ -132,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=10, help="how many results (default 10)")
     p.add_argument("--scan", type=int, default=2000, help="messages per room to index (default 2000)")
     p.set_defaults(func=ai_search.search)
+
+    p = add("suggest", "suggest up to 3 replies to the latest message (on this device; nothing is sent)")
+    p.add_argument("room")
+    p.add_argument("--language", default="en", help="reply language when unsure (default en)")
+    p.set_defaults(func=ai_commands.suggest)
+
+    p = add("catchup", "summary, action items and mentions of your unread messages (on this device)")
+    p.add_argument("room")
+    p.add_argument("--limit", type=int, default=50, help="messages read when there is no read marker")
+    p.set_defaults(func=ai_commands.catchup)
 
     p = add("translate", "translate a room's recent messages on this device, or preview a draft (--text)")
     p.add_argument("room", nargs="?", help="room id (omit with --text)")
