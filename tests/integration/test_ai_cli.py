@@ -13,9 +13,10 @@ from tests.integration.cli import NewUser, login, nimbus
 pytestmark = pytest.mark.integration
 
 
-def test_search_finds_encrypted_messages_by_meaning(
+def two_in_a_room(
     homeserver: Homeserver, new_user: NewUser, tmp_path: Path
-) -> None:
+) -> tuple[Path, str, Path, str, str]:
+    """alice and bob logged in with the CLI, both in a new (encrypted) room alice created."""
     alice_id, alice_pw = new_user(homeserver, "alice")
     bob_id, bob_pw = new_user(homeserver, "bob")
     alice, bob = tmp_path / "alice", tmp_path / "bob"
@@ -23,6 +24,13 @@ def test_search_finds_encrypted_messages_by_meaning(
     login(bob, homeserver.client_url, bob_id, bob_pw)
     room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
     assert nimbus(bob, "join", room).code == 0
+    return alice, alice_id, bob, bob_id, room
+
+
+def test_search_finds_encrypted_messages_by_meaning(
+    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
+) -> None:
+    alice, _alice_id, bob, _bob_id, room = two_in_a_room(homeserver, new_user, tmp_path)
     canary = "zebra-canary-7731"
     messages = [
         "The quarterly budget review moved to Thursday afternoon",
@@ -55,13 +63,7 @@ def test_ai_status_lists_the_installed_backends(tmp_path: Path) -> None:
 def test_translate_a_room_and_preview_a_draft(
     homeserver: Homeserver, new_user: NewUser, tmp_path: Path
 ) -> None:
-    alice_id, alice_pw = new_user(homeserver, "alice")
-    bob_id, bob_pw = new_user(homeserver, "bob")
-    alice, bob = tmp_path / "alice", tmp_path / "bob"
-    login(alice, homeserver.client_url, alice_id, alice_pw)
-    login(bob, homeserver.client_url, bob_id, bob_pw)
-    room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
-    assert nimbus(bob, "join", room).code == 0
+    alice, _alice_id, bob, _bob_id, room = two_in_a_room(homeserver, new_user, tmp_path)
     assert nimbus(alice, "send", room, "¿Podemos hablar mañana por la tarde sobre el proyecto?").code == 0
     assert nimbus(alice, "send", room, "The meeting is at noon").code == 0
 
@@ -81,13 +83,7 @@ def test_translate_a_room_and_preview_a_draft(
 def test_suggest_and_catchup_on_an_encrypted_room(
     homeserver: Homeserver, new_user: NewUser, tmp_path: Path
 ) -> None:
-    alice_id, alice_pw = new_user(homeserver, "alice")
-    bob_id, bob_pw = new_user(homeserver, "bob")
-    alice, bob = tmp_path / "alice", tmp_path / "bob"
-    login(alice, homeserver.client_url, alice_id, alice_pw)
-    login(bob, homeserver.client_url, bob_id, bob_pw)
-    room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
-    assert nimbus(bob, "join", room).code == 0
+    alice, alice_id, bob, bob_id, room = two_in_a_room(homeserver, new_user, tmp_path)
 
     assert nimbus(alice, "send", room, "Thank you so much for your help yesterday!").code == 0
     suggested = nimbus(bob, "suggest", room, "--json")
