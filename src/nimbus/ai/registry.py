@@ -1,15 +1,18 @@
 """Which on-device AI backends are installed, and the one place features get a backend from.
 
-Owns: `available()` (for `nimbus ai status`) and the factories `language_identifier()` and
-`embedder()`. Rules:
+Owns: `available()` and `translation_engine()` (for `nimbus ai status`) and the factories
+`language_identifier()` and `embedder()`. Rules:
 - Finding out what is installed never imports a model or loads weights: it reads package metadata
   and file sizes only (so `nimbus ai status` is instant and cannot touch the network).
 - A missing backend raises `CapabilityMissing` with the exact `pip install` line, never ImportError.
+- The translation engine (Apertium) is a system program, not a pip package: its language pairs are
+  read from its installed modes, and the hint names the apt package that adds one.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from importlib import metadata
@@ -74,6 +77,41 @@ def available() -> list[Backend]:
         size = _package_size(module) if installed else None
         out.append(Backend(name, package, module, requirement, features, installed, version, size))
     return out
+
+
+@dataclass(frozen=True)
+class TranslationPair:
+    source: str  # ISO 639-1
+    target: str
+    mode: str  # the Apertium mode that translates it
+    package: str  # the Debian package it comes from
+
+
+@dataclass(frozen=True)
+class TranslationEngine:
+    """The on-device translation engine and the language pairs installed for it."""
+
+    name: str
+    installed: bool
+    executable: str | None
+    pairs: tuple[TranslationPair, ...]
+    hint: str  # how to add the engine or a pair
+
+
+def translation_engine() -> TranslationEngine:
+    """Apertium: whether it is installed and its pairs (from its mode files; runs nothing else)."""
+    from nimbus.ai.translation import ApertiumTranslator, package_for
+
+    executable = shutil.which("apertium")
+    engine = ApertiumTranslator()
+    modes = engine.modes() if executable is not None else {}
+    pairs = tuple(TranslationPair(s, t, mode, package_for(s, t)) for (s, t), mode in sorted(modes.items()))
+    hint = (
+        "add a pair: apt-get install apertium-<pair>, e.g. apertium-fra-cat (apt-cache search apertium)"
+        if executable is not None
+        else "apt-get install apertium apertium-eng-spa (apt-cache search apertium lists the pairs)"
+    )
+    return TranslationEngine("apertium", executable is not None, executable, pairs, hint)
 
 
 def features() -> dict[str, bool]:

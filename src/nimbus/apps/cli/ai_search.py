@@ -1,6 +1,7 @@
 """`nimbus search` and `nimbus ai status`: on-device semantic search over your decrypted messages, and
-what on-device AI is installed. Nothing here opens a network connection except the sync that any
-command does with your own homeserver; queries, embeddings and the index never leave the device."""
+what on-device AI is installed (model backends; the translation engine and its language pairs).
+Nothing here opens a network connection except the sync that any command does with your own
+homeserver; queries, embeddings and the index never leave the device."""
 
 from __future__ import annotations
 
@@ -66,4 +67,22 @@ async def status(args: argparse.Namespace, out: Printer) -> int:
             },
             f"{backend.name:<22} {state:<28} {size:>8}  enables: {', '.join(backend.features)}",
         )
+    engine = registry.translation_engine()
+    pairs = ", ".join(f"{p.source}->{p.target}" for p in engine.pairs) or "none"
+    out.result(
+        {
+            "type": "translation_engine",
+            "name": engine.name,
+            "installed": engine.installed,
+            "executable": engine.executable,
+            "pairs": [
+                {"source": p.source, "target": p.target, "mode": p.mode, "package": p.package}
+                for p in engine.pairs
+            ],
+            "hint": engine.hint,
+            "features": ["translation"],
+        },
+        f"{engine.name:<22} {'installed' if engine.installed else 'missing':<28} {'':>8}  "
+        f"enables: translation\n  pairs: {pairs}\n  {engine.hint}",
+    )
     return EXIT_OK
