@@ -18,6 +18,8 @@ message's language, translates it, caches the result by (event id, target langua
   = [event id, target]) so it is encrypted at rest with the store's key; event ids are immutable, so
   a cached translation stays valid (an edit is a new event). Never logs message text.
 - The subprocess runs in a worker thread, never on the event loop.
+- A room's auto-translate choice (`AutoTranslate`) is a local setting, never sent anywhere: one AI
+  object (kind "translation-auto", item = room id), so it too is encrypted at rest.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from nimbus.store.base import AiStore
 from nimbus.types.errors import NimbusError
 
 KIND = "translation"
+AUTO_KIND = "translation-auto"
 
 # ISO 639-3 (as in Apertium's newer mode names) -> ISO 639-1. Two-letter mode names ("en-gl") are
 # already ISO 639-1. Languages without a 639-1 code keep their three letters ("ast", "frp", "szl").
@@ -366,3 +369,39 @@ class MessageTranslator:
         """Delete every cached translation (e.g. when the user turns translation off)."""
         if self._store is not None:
             await self._store.ai_delete_all(KIND)
+
+
+def default_language() -> str:
+    """The user's language from the locale environment (LC_ALL, LC_MESSAGES, LANG), else English."""
+    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
+        value = os.environ.get(name, "")
+        code = value.split(".")[0].split("_")[0].lower()
+        if len(code) in (2, 3) and code.isalpha() and code not in ("c", "posix"):
+            return code
+    return "en"
+
+
+@dataclass(frozen=True)
+class AutoTranslate:
+    """A room's auto-translate setting: on/off and the target language (None: the user's default)."""
+
+    on: bool
+    target: str | None = None
+
+
+async def auto_translate(store: AiStore, room_id: str) -> AutoTranslate | None:
+    """The room's stored setting, or None when the user never chose."""
+    raw = await store.ai_get(AUTO_KIND, room_id)
+    if raw is None:
+        return None
+    try:
+        v = json.loads(raw.decode("utf-8"))
+        target = v.get("to")
+        return AutoTranslate(bool(v["on"]), str(target) if target else None)
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable: as if never set
+
+
+async def set_auto_translate(store: AiStore, room_id: str, setting: AutoTranslate) -> None:
+    value = {"on": setting.on, "to": setting.target}
+    await store.ai_put(AUTO_KIND, room_id, json.dumps(value).encode("utf-8"))

@@ -6,6 +6,8 @@
 - `nimbus translate --text TEXT --to LANG [--from LANG]` prints the translation of a draft
   (translate-before-send): nothing is sent; sending it stays the user's choice (`nimbus send`). This
   mode does not open the account at all.
+- `nimbus translate ROOM --auto on|off [--to LANG]` stores whether `nimbus tail ROOM` translates new
+  messages by itself (a local setting, encrypted at rest in the profile's store; nothing is sent).
 Nothing here opens a network connection except the sync any room command does with your own
 homeserver; message text goes only to the local Apertium process.
 """
@@ -13,22 +15,18 @@ homeserver; message text goes only to the local Apertium process.
 from __future__ import annotations
 
 import argparse
-import os
 
 from nimbus.ai.search import message_text
-from nimbus.ai.translation import MessageTranslator, Translation
+from nimbus.ai.translation import (
+    AutoTranslate,
+    MessageTranslator,
+    Translation,
+    auto_translate,
+    default_language,
+    set_auto_translate,
+)
 from nimbus.apps.cli.commands import opened
 from nimbus.apps.cli.output import EXIT_ERROR, EXIT_OK, Printer
-
-
-def default_language() -> str:
-    """The user's language from the locale environment (LC_ALL, LC_MESSAGES, LANG), else English."""
-    for name in ("LC_ALL", "LC_MESSAGES", "LANG"):
-        value = os.environ.get(name, "")
-        code = value.split(".")[0].split("_")[0].lower()
-        if len(code) in (2, 3) and code.isalpha() and code not in ("c", "posix"):
-            return code
-    return "en"
 
 
 def _line(sender: str, body: str, t: Translation) -> str:
@@ -39,7 +37,31 @@ def _line(sender: str, body: str, t: Translation) -> str:
     return f"{sender}: {body}"
 
 
+__all__ = ["default_language", "translate"]
+
+
+async def _set_auto(args: argparse.Namespace, out: Printer) -> int:
+    setting = AutoTranslate(args.auto == "on", args.to)
+    async with opened(args) as client:
+        before = await auto_translate(client.store, args.room)
+        if not setting.on and setting.target is None and before is not None:
+            setting = AutoTranslate(False, before.target)  # off keeps the chosen language for later
+        await set_auto_translate(client.store, args.room, setting)
+    shown = setting.target or f"{default_language()} (from the locale)"
+    out.result(
+        {"type": "auto_translate", "room_id": args.room, "auto": setting.on, "target": setting.target},
+        f"auto-translate {'on' if setting.on else 'off'} in {args.room}"
+        + (f", into {shown}" if setting.on else ""),
+    )
+    return EXIT_OK
+
+
 async def translate(args: argparse.Namespace, out: Printer) -> int:
+    if getattr(args, "auto", None) is not None:
+        if not args.room:
+            out.error("--auto needs a ROOM", "usage")
+            return EXIT_ERROR
+        return await _set_auto(args, out)
     target = args.to or default_language()
     if args.text is not None:
         preview = await MessageTranslator(None).translate_text(args.text, target, args.source)

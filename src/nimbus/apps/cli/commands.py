@@ -298,11 +298,61 @@ def _is_new_message(event: Event) -> bool:
     return not (isinstance(relation, dict) and relation.get("rel_type") == "m.replace")
 
 
+class _TailTranslation:
+    """What `tail` adds to each message when translating (--translate, or the room's auto setting):
+    the translation into `target` via MessageTranslator (cached per event, encrypted at rest)."""
+
+    def __init__(self, client: Client, target: str) -> None:
+        from nimbus.ai.translation import MessageTranslator
+
+        self.target = target
+        self.service = MessageTranslator(client.store)
+
+    @staticmethod
+    async def for_room(args: argparse.Namespace, client: Client) -> _TailTranslation | None:
+        from nimbus.ai.translation import auto_translate, default_language
+
+        setting = await auto_translate(client.store, args.room)
+        wanted = args.translate if args.translate is not None else bool(setting and setting.on)
+        if not wanted:
+            return None
+        target = args.to or (setting.target if setting else None) or default_language()
+        return _TailTranslation(client, target)
+
+    async def add(self, m: Message, obj: dict[str, Any], text: str) -> str:
+        """Sets translation/translation_source/translation_status on `obj`; returns the text line."""
+        from nimbus.ai.interfaces import CapabilityMissing
+        from nimbus.ai.translation import TranslationFailed
+
+        obj.update(translation=None, translation_source=None, translation_status=None)
+        undecrypted = m.e2ee is not None and not m.e2ee.get("decrypted")
+        if m.type != "m.room.message" or m.redacted or undecrypted or not m.body:
+            return text
+        if m.msgtype not in ("m.text", "m.notice", "m.emote"):
+            return text
+        try:
+            t = await self.service.translate_message(m.event_id, m.body, self.target)
+            status, source, translated = t.status, t.source, t.text
+        except CapabilityMissing as exc:  # the pair is not installed: say which package adds it
+            status, source, translated = "no-engine", None, None
+            obj["translation_error"] = str(exc)
+        except TranslationFailed as exc:
+            status, source, translated = "failed", None, None
+            obj["translation_error"] = str(exc)
+        obj.update(translation=translated, translation_source=source, translation_status=status)
+        if status == "translated" and translated is not None:
+            return f"{text}\n    [{source}->{self.target}] {translated}"
+        if status in ("no-engine", "failed"):
+            return f"{text}\n    [not translated: {obj.get('translation_error', status)}]"
+        return text
+
+
 async def tail(args: argparse.Namespace, out: Printer) -> int:
     """Follow a room: catch up silently, then print each new message as it arrives."""
     async with opened(args) as client:
         await client.sync_once(0)  # what is already there is history, not news
         await client.room(args.room)  # a clear error for an unknown room, before waiting
+        translating = await _TailTranslation.for_room(args, client)
         seen = 0
         done = asyncio.Event()
 
@@ -323,13 +373,17 @@ async def tail(args: argparse.Namespace, out: Printer) -> int:
                 m = by_id.get(event_id)
                 if m is None or done.is_set() or m.type not in ("m.room.message", "m.room.encrypted"):
                     continue  # edits fold into their message; reactions and the like are no lines
-                out.result(message_json(args.room, m), message_text(m))
+                obj, text = message_json(args.room, m), message_text(m)
+                if translating is not None:
+                    text = await translating.add(m, obj, text)
+                out.result(obj, text)
                 seen += 1
                 if args.count is not None and seen >= args.count:
                     done.set()
 
         client.sync.listeners.append(on_batch)
-        out.progress(f"following {args.room} (Ctrl-C to stop)")
+        into = f", translating into {translating.target}" if translating is not None else ""
+        out.progress(f"following {args.room}{into} (Ctrl-C to stop)")
         stop = asyncio.Event()
         runner = asyncio.ensure_future(client.run(stop))
         waiter = asyncio.ensure_future(done.wait())

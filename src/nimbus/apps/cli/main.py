@@ -92,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("room")
     p.add_argument("--count", type=int, help="exit after N messages")
     p.add_argument("--timeout", type=float, help="exit with code 2 if the messages do not come in S seconds")
+    p.add_argument(
+        "--translate",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="translate each message on this device (default: the room's 'translate --auto' setting)",
+    )
+    p.add_argument("--to", help="translate into LANG (default: room setting, locale, en)")
     p.set_defaults(func=commands.tail)
 
     p = add("history", "recent messages of a room")
@@ -149,6 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="source", help="language of --text (default: detected)")
     p.add_argument("--limit", type=int, default=20, help="how many recent messages (default 20)")
     p.add_argument("--text", help="translate this draft and print it; nothing is sent")
+    p.add_argument("--auto", choices=["on", "off"], help="ROOM: 'tail' translates new messages by itself")
     p.set_defaults(func=ai_translate.translate)
 
     ai = sub.add_parser("ai", help="on-device AI: what is installed")
