@@ -58,7 +58,12 @@ async def check_readable(store: SqliteStore, rounds: int) -> None:
     got = await store.decrypted(cw.ROOM, [EventId(f"$e{rounds}")])
     assert got[EventId(f"$e{rounds}")]["content"]["body"] == f"{cw.DECRYPTED_BODY} {rounds}"
     entries = await store.outbox_pending()
-    assert entries[-1].content == {"body": f"{cw.OUTBOX_BODY} {rounds}"}
+    # A round is two transactions (the sync batch, then the outbox entry): a kill between them leaves
+    # the round's batch without its outbox entry, never the other way round.
+    assert entries[-1].content in (
+        {"body": f"{cw.OUTBOX_BODY} {rounds}"},
+        {"body": f"{cw.OUTBOX_BODY} {rounds - 1}"},
+    )
     assert await store.account_data("m.direct") == {cw.ACCOUNT_DATA: [cw.ROOM]}
 
 
