@@ -10,9 +10,17 @@
 // Waits are on conditions (client events plus a short re-check interval) with a timeout, never on a
 // fixed sleep.
 //
-// Key sharing: nimbus devices are not cross-signed, so this peer shares room keys with unverified
-// devices: crypto.globalBlacklistUnverifiedDevices = false and
-// crypto.setDeviceIsolationMode(new AllDevicesIsolationMode(false)) (both are also the defaults).
+// Cross-signing and key sharing: after login this peer has no cross-signing identity and shares room
+// keys with every device (crypto.globalBlacklistUnverifiedDevices = false,
+// crypto.setDeviceIsolationMode(new AllDevicesIsolationMode(false)): the SDK's defaults).
+// `bootstrap_cross_signing` gives the user master/self-signing/user-signing keys and signs this device
+// (nimbus devices may be cross-signed by their owner too: `device_verification` shows it);
+// `reset_identity` replaces the identity; `set_isolation {mode: "only_signed"}` switches to MSC4153's
+// "exclude insecure devices" (room keys only to, and events only from, devices cross-signed by their
+// owner). Failure codes are matrix-js-sdk's DecryptionFailureCode strings, e.g.
+// MEGOLM_KEY_WITHHELD_FOR_UNVERIFIED_DEVICE (the sender withheld the key with m.unverified) and
+// UNSIGNED_SENDER_DEVICE (only_signed mode: the sender's device is not cross-signed by its owner).
+// No private cross-signing key or password ever leaves this process or reaches a log line.
 import { createHash, createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 
@@ -20,7 +28,8 @@ import { createInterface } from "node:readline";
 for (const level of ["log", "info", "debug", "trace"]) console[level] = (...a) => console.error(...a);
 
 const sdk = await import("matrix-js-sdk");
-const { AllDevicesIsolationMode } = await import("matrix-js-sdk/lib/crypto-api/index.js");
+const { AllDevicesIsolationMode, OnlySignedDevicesIsolationMode, CrossSigningKey, EventShieldColour, EventShieldReason } =
+  await import("matrix-js-sdk/lib/crypto-api/index.js");
 const { logger: sdkLogger } = await import("matrix-js-sdk/lib/logger.js");
 const { ClientEvent, RoomEvent, RoomMemberEvent, MatrixEventEvent, MemoryStore, EventType } = sdk;
 
@@ -136,6 +145,67 @@ function findEvent(room, eventId) {
 
 function isSettled(ev) {
   return !ev.isBeingDecrypted() && !(ev.isEncrypted() && ev.getClearContent() === null && !ev.isDecryptionFailure());
+}
+
+// ---- cross-signing helpers ---------------------------------------------------------------------------
+/** A UIA callback for key uploads: first without auth; if the server asks (401 with flows), the
+ * m.login.password stage. `used()` says which it took. The password stays in this closure. */
+function uiaPassword(password) {
+  let used = "none";
+  const callback = async (makeRequest) => {
+    try {
+      return await makeRequest(null);
+    } catch (e) {
+      const flows = e?.data?.flows;
+      if (e?.httpStatus !== 401 || !Array.isArray(flows)) throw e;
+      need(password, "the server wants user-interactive auth for the key upload but no password was given");
+      used = "password";
+      return await makeRequest({
+        type: "m.login.password",
+        identifier: { type: "m.id.user", user: client.getUserId() },
+        password,
+        ...(e.data.session ? { session: e.data.session } : {}),
+      });
+    }
+  };
+  return { callback, used: () => used };
+}
+
+/** This user's public cross-signing keys as this device holds them (null where it lacks the private key). */
+async function ownCrossSigningKeys() {
+  const crypto = client.getCrypto();
+  return {
+    masterKey: await crypto.getCrossSigningKeyId(CrossSigningKey.Master),
+    selfSigningKey: await crypto.getCrossSigningKeyId(CrossSigningKey.SelfSigning),
+    userSigningKey: await crypto.getCrossSigningKeyId(CrossSigningKey.UserSigning),
+  };
+}
+
+async function ownDeviceSigned() {
+  const status = await client.getCrypto().getDeviceVerificationStatus(client.getUserId(), client.getDeviceId());
+  return Boolean(status?.signedByOwner);
+}
+
+/** The user's public master key as the server serves it now (POST /keys/query), or null. */
+async function serverMasterKey(userId) {
+  const resp = await client.http.authedRequest("POST", "/keys/query", undefined, { device_keys: { [userId]: [] } });
+  const keys = Object.values(resp?.master_keys?.[userId]?.keys ?? {});
+  return keys.length ? keys[0] : null;
+}
+
+/** describe(ev) plus, for a decrypted event, the shield Element would show (getEncryptionInfoForEvent). */
+async function describeWithTrust(ev) {
+  const d = describe(ev);
+  if (d.decrypted) {
+    const info = await client.getCrypto().getEncryptionInfoForEvent(ev);
+    d.shield = info
+      ? {
+          colour: EventShieldColour[info.shieldColour] ?? String(info.shieldColour),
+          reason: info.shieldReason === null ? null : (EventShieldReason[info.shieldReason] ?? String(info.shieldReason)),
+        }
+      : null;
+  }
+  return d;
 }
 
 // ---- encrypted attachments (spec: client-server API, "Sending encrypted attachments", v2) ---------
@@ -301,7 +371,8 @@ const COMMANDS = {
     return { eventId: event_id };
   },
 
-  // {roomId, body?, sender?, timeoutMs, decrypted?: bool} -> described event (see describe()).
+  // {roomId, body?, sender?, timeoutMs, decrypted?: bool} -> described event (see describe()), with
+  // `shield: {colour: "NONE"|"GREY"|"RED", reason: EventShieldReason name | null}` when decrypted.
   async wait_for_message({ roomId, body, sender, timeoutMs = 30000, decrypted }) {
     requireClient();
     const ev = await waitFor(
@@ -320,7 +391,7 @@ const COMMANDS = {
       timeoutMs,
       `a message in ${roomId}${sender ? ` from ${sender}` : ""}`,
     );
-    return describe(ev);
+    return describeWithTrust(ev);
   },
 
   // {roomId} -> {events: [described event]} (the live timeline, oldest first)
@@ -430,6 +501,141 @@ const COMMANDS = {
   async discard_session({ roomId }) {
     await requireClient().getCrypto().forceDiscardSession(roomId);
     return {};
+  },
+
+  // ---- cross-signing (spec: "Cross-signing", https://spec.matrix.org/v1.12/client-server-api/#cross-signing)
+
+  // {password} -> {masterKey, selfSigningKey, userSigningKey, uia, deviceSigned}: gives this user a
+  // cross-signing identity (new keys unless this device already holds them) and signs this device.
+  // uia: "none" if the server took the key upload without user-interactive auth (Synapse: first
+  // upload, MSC3967), "password" if it asked for the m.login.password stage.
+  async bootstrap_cross_signing({ password }) {
+    const crypto = requireClient().getCrypto();
+    const auth = uiaPassword(password);
+    await crypto.bootstrapCrossSigning({ authUploadDeviceSigningKeys: auth.callback });
+    return { ...(await ownCrossSigningKeys()), uia: auth.used(), deviceSigned: await ownDeviceSigned() };
+  },
+
+  // {password} -> {masterKey, previousMasterKey, selfSigningKey, userSigningKey, uia, deviceSigned}:
+  // replaces this user's cross-signing identity with a new one (bootstrapCrossSigning with
+  // setupNewCrossSigning: true) and signs this device with it. Other users see a changed identity.
+  async reset_identity({ password }) {
+    const crypto = requireClient().getCrypto();
+    const previousMasterKey = await crypto.getCrossSigningKeyId(CrossSigningKey.Master);
+    const auth = uiaPassword(password);
+    await crypto.bootstrapCrossSigning({ setupNewCrossSigning: true, authUploadDeviceSigningKeys: auth.callback });
+    const keys = await ownCrossSigningKeys();
+    need(keys.masterKey && keys.masterKey !== previousMasterKey, "reset_identity: the master key did not change");
+    return { ...keys, previousMasterKey, uia: auth.used(), deviceSigned: await ownDeviceSigned() };
+  },
+
+  // {} -> {publicKeysOnDevice, privateKeysInSecretStorage, privateKeysCachedLocally: {masterKey,
+  // selfSigningKey, userSigningKey}, isCrossSigningReady, masterKey, selfSigningKey, userSigningKey,
+  // deviceSigned}; the keys are public keys (null while this device lacks the matching private keys).
+  async cross_signing_status() {
+    const crypto = requireClient().getCrypto();
+    const status = await crypto.getCrossSigningStatus();
+    return {
+      publicKeysOnDevice: status.publicKeysOnDevice,
+      privateKeysInSecretStorage: status.privateKeysInSecretStorage,
+      privateKeysCachedLocally: { ...status.privateKeysCachedLocally },
+      isCrossSigningReady: await crypto.isCrossSigningReady(),
+      ...(await ownCrossSigningKeys()),
+      deviceSigned: await ownDeviceSigned(),
+    };
+  },
+
+  // {userId, deviceId, download = true} -> {known: true, signedByOwner, crossSigningVerified,
+  // localVerified, isVerified} or {known: false}. download: fetch the user's keys first if untracked.
+  async device_verification({ userId, deviceId, download: dl = true }) {
+    const crypto = requireClient().getCrypto();
+    if (dl) await crypto.getUserDeviceInfo([userId], true);
+    const status = await crypto.getDeviceVerificationStatus(userId, deviceId);
+    if (!status) return { known: false };
+    return {
+      known: true,
+      signedByOwner: status.signedByOwner,
+      crossSigningVerified: status.crossSigningVerified,
+      localVerified: status.localVerified,
+      isVerified: status.isVerified(),
+    };
+  },
+
+  // {userId, download = true, until?: {field: value}, timeoutMs} -> {known, isCrossSigningVerified,
+  // wasCrossSigningVerified, needsUserApproval, isVerified, masterKey}. masterKey: the user's public
+  // master key from a fresh POST /keys/query (null if none). until: wait (re-checked on client events)
+  // until every named field has the given value, e.g. {needsUserApproval: true} after a reset.
+  async user_verification({ userId, download: dl = true, until, timeoutMs = 30000 }) {
+    const crypto = requireClient().getCrypto();
+    if (dl) await crypto.getUserDeviceInfo([userId], true);
+    const read = async () => {
+      const s = await crypto.getUserVerificationStatus(userId);
+      return {
+        known: s.known,
+        isCrossSigningVerified: s.isCrossSigningVerified(),
+        wasCrossSigningVerified: s.wasCrossSigningVerified(),
+        needsUserApproval: s.needsUserApproval,
+        isVerified: s.isVerified(),
+      };
+    };
+    const status = until
+      ? await waitFor(
+          async () => {
+            const s = await read();
+            return Object.entries(until).every(([k, v]) => s[k] === v) ? s : null;
+          },
+          timeoutMs,
+          `${userId}'s verification status to match ${JSON.stringify(until)}`,
+        )
+      : await read();
+    return { ...status, masterKey: await serverMasterKey(userId) };
+  },
+
+  // {userId} -> {}: accept (pin) the user's current identity, clearing needsUserApproval.
+  async pin_identity({ userId }) {
+    await requireClient().getCrypto().pinCurrentUserIdentity(userId);
+    return {};
+  },
+
+  // {mode: "all" | "only_signed", errorOnVerifiedUserProblems = false} -> {mode}. "all": room keys go
+  // to every device (AllDevicesIsolationMode); "only_signed": only to devices cross-signed by their
+  // owner, others get m.room_key.withheld m.unverified, and events from them fail with
+  // UNSIGNED_SENDER_DEVICE (OnlySignedDevicesIsolationMode, MSC4153).
+  async set_isolation({ mode, errorOnVerifiedUserProblems = false }) {
+    const crypto = requireClient().getCrypto();
+    if (mode === "all") crypto.setDeviceIsolationMode(new AllDevicesIsolationMode(Boolean(errorOnVerifiedUserProblems)));
+    else if (mode === "only_signed") crypto.setDeviceIsolationMode(new OnlySignedDevicesIsolationMode());
+    else throw new Error(`unknown isolation mode ${JSON.stringify(mode)}`);
+    return { mode };
+  },
+
+  // {roomId, eventId?, sender?, codes?: [code], timeoutMs} -> described event. Waits until the event
+  // (by id, or the newest encrypted event from `sender`) has settled as a decryption failure, and, if
+  // `codes` is given, until its DecryptionFailureCode is one of them (a withheld notice can arrive after
+  // the event first failed as MEGOLM_UNKNOWN_INBOUND_SESSION_ID; the SDK then re-decrypts). Fails if the
+  // event decrypts instead.
+  async wait_for_undecryptable({ roomId, eventId, sender, codes, timeoutMs = 30000 }) {
+    requireClient();
+    need(eventId || sender, "wait_for_undecryptable needs eventId or sender");
+    const ev = await waitFor(
+      () => {
+        const room = client.getRoom(roomId);
+        if (!room) return null;
+        let e;
+        if (eventId) e = findEvent(room, eventId);
+        else e = timelineEvents(room).filter((x) => x.isEncrypted() && x.getSender() === sender).at(-1);
+        if (!e || !isSettled(e)) return null;
+        if (!e.isDecryptionFailure()) {
+          if (e.isEncrypted() && e.getClearContent() !== null)
+            throw new Error(`event ${e.getId()} was decrypted, not withheld or refused`);
+          return null;
+        }
+        return !codes || codes.includes(String(e.decryptionFailureReason)) ? e : null;
+      },
+      timeoutMs,
+      `an undecryptable event in ${roomId}${eventId ? ` (${eventId})` : ""}${codes ? ` with ${codes.join("|")}` : ""}`,
+    );
+    return describeWithTrust(ev);
   },
 
   async stop() {

@@ -341,3 +341,58 @@ class JsPeer:
             encrypted=encrypted,
         )
         return int(res["count"])
+
+    # ---- cross-signing and key-sharing policy (see interop/driver.mjs for each command's result) ------
+    async def bootstrap_cross_signing(self, password: str) -> Json:
+        """Give this user cross-signing keys and sign this device: {masterKey, selfSigningKey,
+        userSigningKey, uia ("none" | "password"), deviceSigned}."""
+        return await self.call("bootstrap_cross_signing", timeout=60.0, password=password)
+
+    async def reset_identity(self, password: str) -> Json:
+        """Replace this user's cross-signing identity: {masterKey (new), previousMasterKey, ..., uia}."""
+        return await self.call("reset_identity", timeout=60.0, password=password)
+
+    async def cross_signing_status(self) -> Json:
+        return await self.call("cross_signing_status")
+
+    async def device_verification(self, user_id: str, device_id: str, download: bool = True) -> Json:
+        """{known: False} or {known: True, signedByOwner, crossSigningVerified, localVerified, isVerified}."""
+        return await self.call("device_verification", userId=user_id, deviceId=device_id, download=download)
+
+    async def user_verification(
+        self, user_id: str, until: Json | None = None, download: bool = True, timeout: float = 30.0
+    ) -> Json:
+        """{known, isCrossSigningVerified, wasCrossSigningVerified, needsUserApproval, isVerified,
+        masterKey}; with `until` (e.g. {"needsUserApproval": True}) waits for those values first."""
+        args: Json = {"userId": user_id, "download": download, "timeoutMs": int(timeout * 1000)}
+        if until is not None:
+            args["until"] = until
+        return await self.call("user_verification", timeout=timeout + 5, **args)
+
+    async def pin_identity(self, user_id: str) -> None:
+        await self.call("pin_identity", userId=user_id)
+
+    async def set_isolation(self, mode: str, error_on_verified_user_problems: bool = False) -> None:
+        """mode "all" (AllDevicesIsolationMode) or "only_signed" (OnlySignedDevicesIsolationMode)."""
+        await self.call(
+            "set_isolation", mode=mode, errorOnVerifiedUserProblems=error_on_verified_user_problems
+        )
+
+    async def wait_for_undecryptable(
+        self,
+        room_id: str,
+        event_id: str | None = None,
+        sender: str | None = None,
+        codes: list[str] | None = None,
+        timeout: float = 30.0,
+    ) -> Json:
+        """The described event once it settled as a decryption failure (its `decryption_failure` is
+        the DecryptionFailureCode string), with one of `codes` if given; JsPeerError if it decrypts."""
+        args: Json = {"roomId": room_id, "timeoutMs": int(timeout * 1000)}
+        if event_id is not None:
+            args["eventId"] = event_id
+        if sender is not None:
+            args["sender"] = sender
+        if codes is not None:
+            args["codes"] = codes
+        return await self.call("wait_for_undecryptable", timeout=timeout + 5, **args)
