@@ -44,7 +44,7 @@ from urllib.parse import unquote
 import vodozemac
 
 from nimbus.api.request import Request
-from nimbus.crypto.machine import OlmMachine, RequestKind
+from nimbus.crypto.machine import SharingMode, OlmMachine, RequestKind
 from nimbus.store import KdfParams, MemoryStore, SqliteStore, Store
 from nimbus.types.events import Event, parse_event
 
@@ -110,6 +110,9 @@ class Side:
                 sqlite_dir / f"{device}.db", passphrase=f"bench {user}", kdf=WEAK_KDF
             )
         machine = await OlmMachine.load(store, user, device, store.derive_key("vodozemac-pickle"))
+        # The bench measures the Megolm pipeline, not trust: its two devices have no cross-signing
+        # identity, so they share in legacy mode (trust is still computed for every message).
+        await machine.set_sharing_mode(SharingMode.LEGACY)
         side = cls(store, machine)
         await side.commit()
         return side

@@ -12,7 +12,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from nimbus.api.request import Request
-from nimbus.crypto.machine import OlmMachine
+from nimbus.crypto.machine import OlmMachine, SharingMode
 from nimbus.store.crypto_memory import MemoryCryptoStore
 
 PICKLE_KEY = bytes(range(32))
@@ -35,6 +35,8 @@ class FakeServer:
     to_device_log: list[tuple[str, str, str, dict[str, Any]]] = field(default_factory=list)
     upload_log: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     claim_log: list[dict[str, Any]] = field(default_factory=list)
+    # cross-signing (spec: "Cross-signing"): user → {"master_key": .., "self_signing_key": .., ...}
+    signing_keys: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     def handle(self, req: Request, user: str, device: str) -> dict[str, Any]:
         body = json.loads(json.dumps(req.json or {}))
@@ -42,10 +44,40 @@ class FakeServer:
         if path.endswith("/keys/upload"):
             return self._upload(body, user, device)
         if path.endswith("/keys/query"):
-            return {
-                "device_keys": {u: dict(self.device_keys.get(u, {})) for u in body["device_keys"]},
+            asked = list(body["device_keys"])
+            out: dict[str, Any] = {
+                "device_keys": {u: dict(self.device_keys.get(u, {})) for u in asked},
                 "failures": {},
             }
+            for kind, field_name in (
+                ("master_key", "master_keys"),
+                ("self_signing_key", "self_signing_keys"),
+                ("user_signing_key", "user_signing_keys"),
+            ):
+                out[field_name] = {
+                    u: self.signing_keys[u][kind]
+                    for u in asked
+                    if kind in self.signing_keys.get(u, {}) and (kind != "user_signing_key" or u == user)
+                }
+            return out
+        if path.endswith("/keys/device_signing/upload"):
+            self.signing_keys[user] = {k: v for k, v in body.items() if k != "auth"}
+            self._changed(user)
+            return {}
+        if path.endswith("/keys/signatures/upload"):
+            for u, objs in body.items():
+                for key_id, obj in objs.items():
+                    target = self.device_keys.get(u, {}).get(key_id)
+                    if target is None and self.signing_keys.get(u, {}).get("master_key", {}).get(
+                        "keys", {}
+                    ).get(f"ed25519:{key_id}"):
+                        target = self.signing_keys[u]["master_key"]
+                    if target is None:
+                        continue
+                    for signer, sigs in obj.get("signatures", {}).items():
+                        target.setdefault("signatures", {}).setdefault(signer, {}).update(sigs)
+                self._changed(u)
+            return {"failures": {}}
         if path.endswith("/keys/claim"):
             return self._claim(body)
         if "/sendToDevice/" in path:
@@ -64,6 +96,11 @@ class FakeServer:
                         self.to_device_log.append((to_user, t, etype, content))
             return {}
         raise ServerError(f"unknown endpoint {path}")
+
+    def _changed(self, user: str) -> None:
+        for u, devs in self.device_keys.items():
+            for d in devs:
+                self.changed.setdefault((u, d), set()).add(user)
 
     def _upload(self, body: dict[str, Any], user: str, device: str) -> dict[str, Any]:
         self.upload_log.append((user, device, body))
@@ -131,9 +168,15 @@ class Device:
         self.now = 1_000_000
 
     @classmethod
-    async def create(cls, server: FakeServer, user: str, device: str) -> Device:
+    async def create(
+        cls, server: FakeServer, user: str, device: str, mode: SharingMode = SharingMode.LEGACY
+    ) -> Device:
+        """A device with published keys. The protocol scenarios that predate cross-signing run in
+        LEGACY sharing mode; the cross-signing scenarios pass CROSS_SIGNED and call `bootstrap`."""
         me = cls(server, user, device)
         await me.reload()
+        await me.machine.set_sharing_mode(mode)
+        await me.commit()
         await me.flush()
         return me
 
@@ -141,6 +184,21 @@ class Device:
         """A new machine on the same store (what a restart does); uncommitted changes are lost."""
         self.machine = await OlmMachine.load(self.store, self.user, self.device, PICKLE_KEY)
         await self.commit()
+
+    async def bootstrap(self) -> None:
+        """Create this user's cross-signing identity from this device, the way the client does."""
+        plan = await self.machine.bootstrap_cross_signing()
+        await self.commit()
+        self.server.signing_keys[self.user] = dict(plan.keys)
+        self.server._changed(self.user)
+        self.server.handle(
+            Request("POST", "/_matrix/client/v3/keys/signatures/upload", json=plan.signatures),
+            self.user,
+            self.device,
+        )
+        await self.machine.cross_signing_done()
+        await self.commit()
+        await self.flush()
 
     async def commit(self) -> None:
         await self.store.crypto_save(self.machine.take_changes())

@@ -141,3 +141,29 @@ def parse_key_changes(body: Any) -> KeyChanges:
     changed = p.str_list(data, "changed", what)
     left = p.str_list(data, "left", what)
     return KeyChanges(tuple(UserId(u) for u in changed), tuple(UserId(u) for u in left))
+
+
+def upload_signing_keys(keys: Mapping[str, Any], auth: Mapping[str, Any] | None = None) -> Request:
+    """Spec: POST /_matrix/client/v3/keys/device_signing/upload (user-interactive auth).
+    `keys`: master_key, self_signing_key, user_signing_key (cross-signing key objects)."""
+    body: JSONDict = dict(keys)
+    if auth is not None:
+        body["auth"] = dict(auth)
+    return Request("POST", f"{KEYS}/device_signing/upload", json=body)
+
+
+def upload_signatures(signed: Mapping[str, Mapping[str, Any]]) -> Request:
+    """Spec: POST /_matrix/client/v3/keys/signatures/upload: user → key id or device id → the signed
+    object (with its new signature). Re-uploading the same signature is harmless: retry-safe."""
+    return Request(
+        "POST",
+        f"{KEYS}/signatures/upload",
+        json={u: {k: dict(v) for k, v in m.items()} for u, m in signed.items()},
+        retry_safe=True,
+    )
+
+
+def parse_upload_signatures(body: Any) -> JSONDict:
+    """The `failures` map (user → key id → error object); empty when every signature was accepted."""
+    what = f"{KEYS}/signatures/upload"
+    return p.opt_obj(p.obj(body, what), "failures", what)

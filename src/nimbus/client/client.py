@@ -16,11 +16,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from nimbus.api import account_data, auth, devices, discovery, media, room_events, rooms
+from nimbus.api import keys as keys_api
 from nimbus.api.errors import ApiError
 from nimbus.api.uia import with_password_auth
 from nimbus.client.e2ee import MEGOLM, ClientCrypto
@@ -30,7 +31,8 @@ from nimbus.client.room import Message, Room, build_room
 from nimbus.client.sync import SyncLoop
 from nimbus.client.transport import Transport
 from nimbus.crypto.attachments import decrypt_attachment, encrypt_attachment
-from nimbus.crypto.machine import OlmMachine
+from nimbus.crypto.identity.manager import UserIdentity
+from nimbus.crypto.machine import DeviceInfo, OlmMachine, SharingMode
 from nimbus.store import OutboxEntry, Session, SqliteStore, Store
 from nimbus.types.errors import NimbusError
 from nimbus.types.events import Event
@@ -122,9 +124,14 @@ class Client:
         passphrase: str,
         device_name: str = "nimbus",
         verify: str | bool = True,
+        cross_signing: bool = True,
     ) -> Client:
         """Log in with a password (spec: "Login", m.login.password) and keep the session in the profile,
-        whose store is encrypted with `passphrase` (chosen by the user; never a default)."""
+        whose store is encrypted with `passphrase` (chosen by the user; never a default).
+
+        On the first login of a user with no cross-signing identity, one is made on this device and
+        the device is signed with it (`cross_signing=False` skips that: the device stays unsigned).
+        A new device of a user who has an identity stays unsigned until it is verified."""
         profile.acquire()
         store: Store | None = None
         try:
@@ -153,6 +160,8 @@ class Client:
             transport.access_token = session.access_token
             client = await cls._assemble(store, transport, session, profile)
             await client.crypto.send_outgoing()  # publish the new device's keys
+            if cross_signing:
+                await client.crypto.bootstrap_cross_signing(password)
             return client
         except BaseException:
             if store is not None:
@@ -179,12 +188,26 @@ class Client:
             raise NotLoggedIn(f"profile {profile.path} is not logged in: run 'nimbus login' first")
         transport = Transport(session.homeserver, access_token=session.access_token, verify=verify)
         try:
-            return await cls._assemble(store, transport, session, profile)
+            client = await cls._assemble(store, transport, session, profile)
         except BaseException:
             await transport.aclose()
             await store.close()
             profile.release()
             raise
+        await client._finish_cross_signing()
+        return client
+
+    async def _finish_cross_signing(self) -> None:
+        """A bootstrap interrupted after its keys were saved (a crash, the server away) is finished
+        now if the server allows it without the password; otherwise `nimbus identity` says so."""
+        if await self.crypto.machine.own_cross_signing_keys() is None:
+            return
+        if await self.crypto.machine.cross_signing_uploaded():
+            return
+        try:
+            await self.crypto.bootstrap_cross_signing(None)
+        except Exception as exc:  # offline, or the server wants the password: say so, keep the keys
+            log.warning("cross-signing keys not uploaded yet (%s)", type(exc).__name__)
 
     @classmethod
     async def in_memory(cls, store: Store, transport: Transport, session: Session) -> Client:
@@ -489,12 +512,101 @@ class Client:
             device_id: {"curve25519": d.curve25519, "ed25519": d.ed25519} for device_id, d in known.items()
         }
 
+    # --- identities and trust (spec: "Cross-signing"; nimbus.crypto.identity) ------------------------
+
+    async def _fresh_keys(self, user_id: str) -> None:
+        await self.crypto.machine.update_tracked_users([user_id])
+        await self.crypto.send_outgoing()
+
+    async def identity(self) -> OwnIdentity:
+        """Our cross-signing keys and whether this device is signed with them."""
+        await self._fresh_keys(self.user_id)
+        machine = self.crypto.machine
+        ident = await machine.user_identity(self.user_id)
+        own = await machine.own_cross_signing_keys()
+        me = [d for d in await machine.device_infos(self.user_id) if d.device_id == self.device_id]
+        return OwnIdentity(
+            user_id=self.user_id,
+            device_id=self.device_id,
+            master_key=ident.master_key,
+            self_signing_key=ident.self_signing_key,
+            user_signing_key=ident.user_signing_key,
+            has_private_keys=own is not None and own.master.public == ident.master_key,
+            device_signed=bool(me) and me[0].signed_by_owner,
+        )
+
+    async def user_devices(self, user_id: str) -> list[DeviceInfo]:
+        """A user's devices with their trust level ("verified", "pinned", "unpinned", "unsigned")."""
+        await self._fresh_keys(user_id)
+        return await self.crypto.machine.device_infos(user_id)
+
+    async def user_identity(self, user_id: str) -> UserIdentity:
+        """A user's master key, the one we pinned, whether we verified it and whether it changed."""
+        await self._fresh_keys(user_id)
+        return await self.crypto.machine.user_identity(user_id)
+
+    async def acknowledge_identity(self, user_id: str) -> UserIdentity:
+        """Accept a user's new identity (pin its master key); sending to them resumes."""
+        await self._fresh_keys(user_id)
+        if not await self.crypto.machine.acknowledge_identity(user_id):
+            raise NimbusError(f"{user_id} has no cross-signing identity to acknowledge")
+        await self.crypto.commit()
+        return await self.crypto.machine.user_identity(user_id)
+
+    async def verify_identity(self, user_id: str, master_key: str) -> UserIdentity:
+        """Mark `master_key` as verified for `user_id` after comparing it out of band; with our
+        user-signing key at hand, the signature is published (spec: POST /keys/signatures/upload)."""
+        await self._fresh_keys(user_id)
+        body = await self.crypto.machine.verify_identity(user_id, master_key)
+        await self.crypto.commit()
+        if body is not None:
+            failures = keys_api.parse_upload_signatures(
+                await self.transport.send(keys_api.upload_signatures(body))
+            )
+            if failures:
+                log.warning("the server refused our signature of %s's master key", user_id)
+        return await self.crypto.machine.user_identity(user_id)
+
+    async def set_device_blocked(self, user_id: str, device_id: str, blocked: bool = True) -> None:
+        """A blocked device gets no room keys (m.room_key.withheld m.blacklisted instead)."""
+        self.crypto.machine.set_device_blocked(user_id, device_id, blocked)
+        for room_id in await self.store.room_ids("join"):
+            self.crypto.machine.invalidate_group_session(room_id)
+        await self.crypto.commit()
+
+    @property
+    def sharing_mode(self) -> str:
+        return self.crypto.machine.sharing_mode.value
+
+    async def set_sharing_mode(self, mode: str) -> None:
+        """ "legacy" (every device of every member) or "cross_signed" (MSC4153: only devices their
+        owner cross-signed; the default)."""
+        try:
+            chosen = SharingMode(mode)
+        except ValueError:
+            raise NimbusError(f"unknown sharing mode {mode!r}: use legacy or cross_signed") from None
+        await self.crypto.machine.set_sharing_mode(chosen)
+        await self.crypto.commit()
+
     async def delete_device(self, device_id: str, password: str) -> None:
         """Revoke a device (spec: DELETE /devices/{deviceId}, user-interactive auth with the password)."""
         flow = with_password_auth(
             lambda auth_dict: devices.delete_device(device_id, auth_dict), self.user_id, password
         )
         await self.transport.drive(flow)
+
+
+@dataclass(frozen=True)
+class OwnIdentity:
+    """This user's cross-signing identity as this device knows it."""
+
+    user_id: str
+    device_id: str
+    master_key: str | None
+    self_signing_key: str | None
+    user_signing_key: str | None
+    has_private_keys: bool  # this device holds the private keys (it made the identity)
+    device_signed: bool  # this device is cross-signed by its owner's self-signing key
 
 
 def profile_at(path: str | Path | None) -> Profile:

@@ -25,10 +25,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from nimbus.api import keys as keys_api
 from nimbus.api import room_state
+from nimbus.api.uia import with_password_auth
 from nimbus.client.transport import Transport
 from nimbus.crypto.devices.tracker import DeviceProblem
-from nimbus.crypto.errors import DecryptionError
+from nimbus.crypto.errors import CryptoError, DecryptionCause, DecryptionError
+from nimbus.crypto.identity.manager import IdentityChange
 from nimbus.crypto.machine import OlmMachine, RequestKind, ToDeviceStatus
 from nimbus.crypto.store import CryptoChanges
 from nimbus.store import Store
@@ -39,6 +42,7 @@ log = logging.getLogger("nimbus.client.e2ee")
 
 MEGOLM = "m.megolm.v1.aes-sha2"
 RETRY_SCAN = 500  # how many stored events of a room are looked at again when a late key arrives
+UNVERIFIED_RETRY_MAX = 1000  # events from not-yet-known devices kept (in memory) to judge again
 
 
 def now_ms() -> int:
@@ -53,6 +57,8 @@ def decrypted_record(result: Any) -> dict[str, Any]:
         "content": result.content,
         "sender_device": result.sender_device,
         "verified": result.verified,
+        "trust": result.trust,
+        "authentic": result.authentic,
         "session_id": result.session_id,
     }
 
@@ -84,6 +90,10 @@ class ClientCrypto:
         self.transport = transport
         self._members_loaded: dict[RoomId, dict[str, Event]] = {}
         self.device_problems: list[DeviceProblem] = []  # refused devices seen by this process
+        self.identity_changes: list[IdentityChange] = []  # identity changes seen by this process
+        # events hidden because their sender's device was not (yet) known as cross-signed: judged
+        # again when a /keys/query answers (their sender's keys may simply not have been fetched yet)
+        self._unverified: dict[EventId, Event] = {}
 
     # --- committing and sending -----------------------------------------------------------------
 
@@ -102,11 +112,25 @@ class ClientCrypto:
             requests = await self.machine.outgoing_requests()
             if not requests:
                 return
+            queried = False
             for outgoing in requests:
                 response = await self.transport.send(outgoing.request)
                 await self.machine.mark_request_as_sent(outgoing.request_id, response)
                 await self.commit()
+                queried = queried or outgoing.kind == RequestKind.KEYS_QUERY
             self._report_device_problems()
+            if queried:
+                await self._judge_unverified_again()
+
+    async def _judge_unverified_again(self) -> None:
+        """Events hidden as from an unsigned device are decrypted again once keys were fetched."""
+        for event_id, event in list(self._unverified.items()):
+            record = await self._decrypt(event)
+            if record.get("cause") == DecryptionCause.UNVERIFIED_SENDER.value:
+                continue
+            del self._unverified[event_id]
+            await self.store.save_decrypted(event.room_id, event.event_id, record)
+            await self.commit()
 
     def _report_device_problems(self) -> None:
         """Devices whose keys were refused (bad self-signature, keys changed under the same id):
@@ -119,6 +143,15 @@ class ClientCrypto:
                 problem.reason,
             )
             self.device_problems.append(problem)
+        for change in self.machine.take_identity_changes():
+            log.warning(
+                "the identity of %s changed (master key %s → %s)%s",
+                change.user_id,
+                change.pinned_master[:8],
+                change.new_master[:8],
+                ": sending to them is blocked until you acknowledge it" if change.was_verified else "",
+            )
+            self.identity_changes.append(change)
 
     # --- incoming ------------------------------------------------------------------------------
 
@@ -168,6 +201,12 @@ class ClientCrypto:
             return decrypted_record(await self.machine.decrypt_room_event(event, now_ms=now_ms()))
         except DecryptionError as exc:
             log.info("could not decrypt %s: %s", event.event_id, exc.cause.value)
+            if (
+                exc.cause == DecryptionCause.UNVERIFIED_SENDER
+                and len(self._unverified) < UNVERIFIED_RETRY_MAX
+            ):
+                self._unverified[event.event_id] = event
+                await self.machine.update_tracked_users([event.sender])
             return failure_record(exc, session_id)
 
     async def _retry_earlier(self, keys: set[tuple[str, str | None]], extras: BatchExtras) -> None:
@@ -212,6 +251,47 @@ class ClientCrypto:
                 await self.machine.update_tracked_users(joined)
             if left:
                 await self.machine.room_members_changed(update.room_id, left=left)
+
+    # --- cross-signing ----------------------------------------------------------------------------
+
+    async def bootstrap_cross_signing(self, password: str | None) -> bool:
+        """Give this user a cross-signing identity made on this device, if they have none.
+
+        Spec: "Cross-signing": POST /keys/device_signing/upload (user-interactive auth with the
+        password; Synapse lets a user with no keys skip it, MSC3967) then POST /keys/signatures/upload
+        (this device signed by the new self-signing key). The private keys are committed first, so
+        a crash or a failed upload retries with the same keys. Returns False (and changes nothing)
+        when the user already has an identity made elsewhere: this device then stays unsigned
+        until it is verified (a later feature), which `identity()` says.
+        """
+        await self.send_outgoing()  # our own keys must be known before deciding
+        if not await self.machine.own_identity_known():
+            raise CryptoError("our own keys could not be fetched: cannot tell whether we have an identity")
+        own = await self.machine.own_cross_signing_keys()
+        current = (await self.machine.user_identity(self.machine.user_id)).master_key
+        if current is not None and (own is None or own.master.public != current):
+            return False
+        if own is not None and await self.machine.cross_signing_uploaded():
+            return True
+        plan = await self.machine.bootstrap_cross_signing()
+        await self.commit()  # the private keys are safe before anything is uploaded
+        user = self.machine.user_id
+        if current is None:
+            if password is None:  # raises AuthRequired if the server wants the password
+                await self.transport.send(keys_api.upload_signing_keys(plan.keys))
+            else:
+                flow = with_password_auth(
+                    lambda a: keys_api.upload_signing_keys(plan.keys, a), user, password
+                )
+                await self.transport.drive(flow)
+        failures = keys_api.parse_upload_signatures(
+            await self.transport.send(keys_api.upload_signatures(plan.signatures))
+        )
+        if failures:
+            raise CryptoError(f"the server refused our cross-signing signatures for {sorted(failures)}")
+        await self.machine.cross_signing_done()
+        await self.send_outgoing()
+        return True
 
     # --- outgoing room messages -----------------------------------------------------------------
 

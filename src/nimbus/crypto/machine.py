@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import enum
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nimbus.api import keys as keys_api
@@ -46,12 +46,26 @@ from nimbus.api.request import Request
 from nimbus.api.to_device import send_to_device
 from nimbus.crypto import records
 from nimbus.crypto.devices.tracker import DeviceProblem, DeviceTracker
-from nimbus.crypto.errors import CryptoError, ToDeviceCause
+from nimbus.crypto.errors import CryptoError, DecryptionCause, DecryptionError, ToDeviceCause
+from nimbus.crypto.identity.cross_signing import OwnKeys
+from nimbus.crypto.identity.manager import (
+    IdentityChange,
+    IdentityManager,
+    TrustLevel,
+    UserIdentity,
+    VerifiedIdentityChanged,
+)
 from nimbus.crypto.megolm.inbound import DecryptedEvent, GroupSessionReceiver
-from nimbus.crypto.megolm.outbound import GroupSessionSender, shared_history_for
-from nimbus.crypto.olm.account import OLM_ALGORITHM, AccountMachine
+from nimbus.crypto.megolm.outbound import TO_DEVICE_BATCH, GroupSessionSender, shared_history_for
+from nimbus.crypto.olm.account import MEGOLM_ALGORITHM, OLM_ALGORITHM, AccountMachine
 from nimbus.crypto.olm.sessions import OlmFailure, OlmSessions
-from nimbus.crypto.records import DeviceRecord, OutgoingRecord, RejectedDeviceRecord
+from nimbus.crypto.records import (
+    DeviceRecord,
+    NoOlmRecord,
+    OutgoingRecord,
+    RejectedDeviceRecord,
+    SettingRecord,
+)
 from nimbus.crypto.state import State
 from nimbus.crypto.store import CryptoChanges, CryptoStore
 from nimbus.types.events import Event
@@ -66,6 +80,49 @@ __all__ = [
 ]
 
 NO_OTK_RETRY_MS = 60 * 60 * 1000
+
+
+class SharingMode(enum.StrEnum):
+    """Who gets room keys (spec v1.18 "Recommended client behaviour", MSC4153).
+
+    LEGACY: every device of every member (blocked devices excepted).
+    CROSS_SIGNED: only devices cross-signed by their owner; the others get m.room_key.withheld
+    `m.unverified`, and events from them are not shown (DecryptionCause.UNVERIFIED_SENDER).
+    """
+
+    LEGACY = "legacy"
+    CROSS_SIGNED = "cross_signed"
+
+
+DEFAULT_SHARING_MODE = SharingMode.CROSS_SIGNED  # the spec's current recommendation
+WITHHELD_REASONS = {
+    "m.unverified": "The sender shares keys only with devices cross-signed by their owner.",
+    "m.blacklisted": "The sender blocked this device.",
+    "m.no_olm": "Unable to establish a secure channel (no one-time key).",
+}
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """A device as the local user sees it: its keys, whether its owner signed it, and its trust."""
+
+    user_id: str
+    device_id: str
+    curve25519: str
+    ed25519: str
+    trust: str
+    signed_by_owner: bool
+    blocked: bool
+
+
+@dataclass(frozen=True)
+class CrossSigningPlan:
+    """What to upload to create our identity: POST /keys/device_signing/upload (with UIA) `keys`, then
+    POST /keys/signatures/upload `signatures` (this device signed by the self-signing key, the master
+    key signed by this device)."""
+
+    keys: dict[str, Any]
+    signatures: dict[str, dict[str, Any]]
 
 
 class RequestKind(enum.StrEnum):
@@ -116,6 +173,9 @@ class OlmMachine:
         self._receiver = GroupSessionReceiver(state, self._tracker, pickle_key)
         self._claims: dict[str, tuple[Request, set[tuple[str, str]], int]] = {}  # id → (req, devices, now)
         self._no_otk: dict[tuple[str, str], int] = {}  # device → when a claim gave it no key
+        self._identities = IdentityManager(state, account.user_id, account.device_id)
+        self.sharing_mode = DEFAULT_SHARING_MODE
+        self.block_verified_changes = True  # policy: a verified user's new identity blocks sending
 
     @classmethod
     async def load(cls, store: CryptoStore, user_id: str, device_id: str, pickle_key: bytes) -> OlmMachine:
@@ -125,6 +185,9 @@ class OlmMachine:
         account = await AccountMachine.load(state, user_id, device_id, pickle_key)
         machine = cls(state, account, pickle_key)
         await machine._tracker.track([user_id])
+        mode = await state.get(SettingRecord, records.SETTING, "", "sharing_mode")
+        if mode is not None and mode.value in SharingMode.__members__.values():
+            machine.sharing_mode = SharingMode(mode.value)
         return machine
 
     @property
@@ -263,7 +326,9 @@ class OlmMachine:
             keys_api.parse_upload_keys(response)
             self._account.mark_uploaded()
         elif self._tracker.owns(request_id):
-            await self._tracker.receive_query(request_id, response)
+            parsed = keys_api.parse_query_keys(response)
+            await self._tracker.receive_query(request_id, parsed)
+            await self._identities.receive_query(parsed)
         elif request_id in self._claims:
             await self._claimed(request_id, response)
         elif await self._state.get_raw(records.OUTGOING, "", request_id) is not None:
@@ -299,7 +364,82 @@ class OlmMachine:
 
     def take_device_problems(self) -> list[DeviceProblem]:
         out, self._tracker.problems = self._tracker.problems, []
+        out += self._identities.problems
+        self._identities.problems = []
         return out
+
+    # -- cross-signing and trust (spec: "Cross-signing"; identity/manager.py) ----------------------------
+
+    def take_identity_changes(self) -> list[IdentityChange]:
+        out, self._identities.changes = self._identities.changes, []
+        return out
+
+    async def own_identity_known(self) -> bool:
+        """Whether a /keys/query answered for our own user since load (so `user_identity` is current)."""
+        return self.user_id in self._tracker.answered
+
+    async def own_cross_signing_keys(self) -> OwnKeys | None:
+        return await self._identities.own_keys()
+
+    async def cross_signing_uploaded(self) -> bool:
+        rec = await self._identities.private_keys()
+        return rec is not None and rec.uploaded and rec.device_signed
+
+    async def bootstrap_cross_signing(self) -> CrossSigningPlan:
+        """Create our cross-signing keys (saved in the change set first: commit before uploading)."""
+        keys = await self._identities.bootstrap()
+        public = keys.public_objects(self.user_id)
+        device = keys.self_signing.sign_json(self._account.device_keys(), self.user_id)
+        master = self._account._sign(dict(public["master_key"]))
+        return CrossSigningPlan(public, {self.user_id: {self.device_id: device, keys.master.public: master}})
+
+    async def cross_signing_done(self) -> None:
+        """The server accepted our keys and signatures: note it, and fetch our own keys again."""
+        await self._identities.mark_uploaded(device_signed=True)
+        await self._tracker.mark_changed([self.user_id])
+
+    async def user_identity(self, user_id: str) -> UserIdentity:
+        return await self._identities.user_identity(user_id)
+
+    async def acknowledge_identity(self, user_id: str) -> bool:
+        return await self._identities.acknowledge(user_id)
+
+    async def verify_identity(self, user_id: str, master_key: str) -> dict[str, Any] | None:
+        """Mark a master key (compared out of band) verified; the signature body to upload, if any."""
+        return await self._identities.verify(user_id, master_key)
+
+    def set_device_blocked(self, user_id: str, device_id: str, blocked: bool) -> None:
+        self._identities.set_blocked(user_id, device_id, blocked)
+
+    async def device_trust(self, device: DeviceRecord) -> TrustLevel:
+        if (device.user_id, device.device_id) == (self.user_id, self.device_id):
+            own = await self._identities.private_keys()
+            if own is not None and own.device_signed:
+                return TrustLevel.VERIFIED
+        return await self._identities.device_trust(device)
+
+    async def device_infos(self, user_id: str) -> list[DeviceInfo]:
+        out = []
+        for device_id, d in sorted((await self._tracker.devices(user_id)).items()):
+            out.append(
+                DeviceInfo(
+                    user_id,
+                    device_id,
+                    d.curve25519,
+                    d.ed25519,
+                    (await self.device_trust(d)).value,
+                    await self._identities.signed_by_owner(d),
+                    await self._identities.blocked(user_id, device_id),
+                )
+            )
+        return out
+
+    async def set_sharing_mode(self, mode: SharingMode) -> None:
+        """Choose the sharing policy; every outbound session is replaced so it applies at once."""
+        self.sharing_mode = SharingMode(mode)
+        self._state.put(records.SETTING, "", "sharing_mode", SettingRecord(self.sharing_mode.value))
+        for room_id in await self._state.list_raw(records.OUTBOUND, ""):
+            self._sender.invalidate(room_id)
 
     # -- room keys and room events --------------------------------------------------------------------
 
@@ -321,11 +461,12 @@ class OlmMachine:
         for user in set(members):
             devs = await self._tracker.devices(user)
             devices[user] = {k: d for k, d in devs.items() if (user, k) != (self.user_id, self.device_id)}
+        eligible, withheld = await self._apply_policy(devices)
         shared_history = shared_history_for(history_visibility)
-        rec = await self._sender.prepare(room_id, devices, shared_history, encryption, now_ms)
+        rec = await self._sender.prepare(room_id, eligible, shared_history, encryption, now_ms)
         targets = [
             d
-            for user, devs in devices.items()
+            for user, devs in eligible.items()
             for k, d in devs.items()
             if k not in rec.shared_with.get(user, {})
         ]
@@ -335,17 +476,107 @@ class OlmMachine:
             return [
                 OutgoingRequest(rid, RequestKind.KEYS_CLAIM, req) for rid, (req, _, _) in self._claims.items()
             ]
+        no_olm = []
         for d in targets:
             no_otk = self._no_otk.get((d.user_id, d.device_id))
-            if not await self._olm.has_session(d) and (no_otk is None or now_ms - no_otk >= NO_OTK_RETRY_MS):
-                missing.append(d)
+            if not await self._olm.has_session(d):
+                if no_otk is None or now_ms - no_otk >= NO_OTK_RETRY_MS:
+                    missing.append(d)
+                else:
+                    no_olm.append(d)
         if missing:
             return self._claim(missing, now_ms)
         stored = await self._sender.share(room_id, rec, targets, now_ms)
+        stored += await self._send_withheld(room_id, withheld, now_ms)
+        stored += await self._send_no_olm(no_olm, now_ms)
         return [
             OutgoingRequest(rid, RequestKind.TO_DEVICE, send_to_device(o.event_type, o.messages, o.txn_id))
             for rid, o in stored
         ]
+
+    async def _apply_policy(
+        self, devices: dict[str, dict[str, DeviceRecord]]
+    ) -> tuple[dict[str, dict[str, DeviceRecord]], list[tuple[DeviceRecord, str]]]:
+        """Split members' devices into those that get the room key and those withheld (with the code).
+
+        Spec: "Reporting that decryption keys are withheld"; v1.18 "Recommended client behaviour".
+        Raises VerifiedIdentityChanged when a member we verified shows a new, unacknowledged identity.
+        """
+        if self.block_verified_changes:
+            violating = [u for u in sorted(devices) if await self._identities.verification_violation(u)]
+            if violating:
+                raise VerifiedIdentityChanged(violating)
+        eligible: dict[str, dict[str, DeviceRecord]] = {}
+        withheld: list[tuple[DeviceRecord, str]] = []
+        for user, devs in devices.items():
+            eligible[user] = {}
+            for device_id, d in devs.items():
+                if await self._identities.blocked(user, device_id):
+                    withheld.append((d, "m.blacklisted"))
+                elif (
+                    self.sharing_mode == SharingMode.CROSS_SIGNED
+                    and await self.device_trust(d) == TrustLevel.UNSIGNED
+                ):
+                    withheld.append((d, "m.unverified"))
+                else:
+                    eligible[user][device_id] = d
+        return eligible, withheld
+
+    async def _send_withheld(
+        self, room_id: str, withheld: list[tuple[DeviceRecord, str]], now_ms: int
+    ) -> list[tuple[str, OutgoingRecord]]:
+        """m.room_key.withheld (plaintext to-device) once per device and session."""
+        rec = await self._sender.current(room_id)
+        if rec is None or not withheld:
+            return []
+        sent = {u: dict(d) for u, d in rec.withheld_from.items()}
+        fresh = [(d, code) for d, code in withheld if sent.get(d.user_id, {}).get(d.device_id) != code]
+        if not fresh:
+            return []
+        messages: dict[str, dict[str, dict[str, Any]]] = {}
+        for d, code in fresh:
+            messages.setdefault(d.user_id, {})[d.device_id] = {
+                "algorithm": MEGOLM_ALGORITHM,
+                "room_id": room_id,
+                "session_id": rec.session_id,
+                "sender_key": self._account.curve25519,
+                "from_device": self.device_id,
+                "code": code,
+                "reason": WITHHELD_REASONS[code],
+            }
+            sent.setdefault(d.user_id, {})[d.device_id] = code
+        self._state.put(records.OUTBOUND, "", room_id, replace(rec, withheld_from=sent))
+        return self._batched("m.room_key.withheld", messages)
+
+    async def _send_no_olm(
+        self, devices: list[DeviceRecord], now_ms: int
+    ) -> list[tuple[str, OutgoingRecord]]:
+        """m.room_key.withheld `m.no_olm`, once per device, without room or session id (spec)."""
+        messages: dict[str, dict[str, dict[str, Any]]] = {}
+        for d in devices:
+            if await self._state.get_raw(records.NO_OLM, d.user_id, d.device_id) is not None:
+                continue
+            messages.setdefault(d.user_id, {})[d.device_id] = {
+                "algorithm": MEGOLM_ALGORITHM,
+                "sender_key": self._account.curve25519,
+                "from_device": self.device_id,
+                "code": "m.no_olm",
+                "reason": WITHHELD_REASONS["m.no_olm"],
+            }
+            self._state.put(records.NO_OLM, d.user_id, d.device_id, NoOlmRecord(now_ms))
+        return self._batched("m.room_key.withheld", messages) if messages else []
+
+    def _batched(
+        self, event_type: str, messages: dict[str, dict[str, dict[str, Any]]]
+    ) -> list[tuple[str, OutgoingRecord]]:
+        flat = [(u, k, c) for u, devs in messages.items() for k, c in devs.items()]
+        out = []
+        for i in range(0, len(flat), TO_DEVICE_BATCH):
+            batch: dict[str, dict[str, dict[str, Any]]] = {}
+            for user, device_id, content in flat[i : i + TO_DEVICE_BATCH]:
+                batch.setdefault(user, {})[device_id] = content
+            out.append(self._sender.store_outgoing(event_type, batch))
+        return out
 
     async def encrypt_room_event(
         self, room_id: str, event_type: str, content: dict[str, Any], *, now_ms: int
@@ -353,7 +584,23 @@ class OlmMachine:
         return await self._sender.encrypt(room_id, event_type, content, now_ms)
 
     async def decrypt_room_event(self, event: Event, *, now_ms: int) -> DecryptedEvent:
-        return await self._receiver.decrypt(event)
+        """Decrypt, then judge the sending device (spec v1.18 "Recommended client behaviour"): in
+        CROSS_SIGNED mode an event from a device its owner did not cross-sign is not shown."""
+        decrypted = await self._receiver.decrypt(event)
+        ours = (decrypted.sender_key, decrypted.signing_key) == (
+            self._account.curve25519,
+            self._account.ed25519,
+        )
+        trust = TrustLevel.VERIFIED if ours else TrustLevel.UNSIGNED  # this very device: always shown
+        if not ours:
+            device = await self._tracker.device_by_curve(decrypted.sender, decrypted.sender_key)
+            if device is not None and device.ed25519 == decrypted.signing_key:
+                trust = await self.device_trust(device)
+        if self.sharing_mode == SharingMode.CROSS_SIGNED and trust == TrustLevel.UNSIGNED:
+            raise DecryptionError(
+                DecryptionCause.UNVERIFIED_SENDER, "the sending device is not cross-signed by its owner"
+            )
+        return replace(decrypted, trust=trust.value)
 
     async def room_members_changed(self, room_id: str, *, left: list[str]) -> None:
         """Members left (or, after a limited sync, anything but join): rotate if they had the key."""

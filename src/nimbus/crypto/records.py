@@ -34,6 +34,11 @@ WITHHELD = "withheld"  # (room id, session id) → WithheldRecord
 OUTGOING = "outgoing"  # ("", request id) → OutgoingRecord
 UNWEDGE = "unwedge"  # (user id, device id) → UnwedgeRecord
 REJECTED_DEVICE = "rejected_device"  # (user id, device id) → RejectedDeviceRecord
+CROSS_SIGNING_IDENTITY = "cross_signing_identity"  # (user id, "") → IdentityRecord (checked public keys)
+CROSS_SIGNING_PRIVATE = "cross_signing_private"  # ("", "") → PrivateKeysRecord (our private keys)
+TRUST = "trust"  # (user id, "") → TrustRecord (pinned/verified); (user id, device id) → DeviceFlagRecord
+SETTING = "crypto_setting"  # ("", name) → SettingRecord
+NO_OLM = "no_olm_notice"  # (user id, device id) → NoOlmRecord: m.no_olm sent once per device
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,8 @@ class OutboundSessionRecord:
     rotation_period_msgs: int
     # user → device → curve25519 key the room key went to
     shared_with: dict[str, dict[str, str]] = field(default_factory=dict)
+    # user → device → m.room_key.withheld code sent for this session (once per device)
+    withheld_from: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -121,6 +128,51 @@ class OutgoingRecord:
     event_type: str
     txn_id: str
     messages: dict[str, dict[str, JSONDict]]
+
+
+@dataclass(frozen=True)
+class IdentityRecord:
+    """A user's published cross-signing keys as last checked (master → self-signing [→ user-signing])."""
+
+    master_key: str
+    self_signing_key: str
+    user_signing_key: str | None
+    master_json: JSONDict
+
+
+@dataclass(frozen=True)
+class PrivateKeysRecord:
+    """Our private cross-signing keys (Ed25519 seeds; the store encrypts every value at rest)."""
+
+    master: str
+    self_signing: str
+    user_signing: str
+    uploaded: bool = False  # the public keys were accepted by the server
+    device_signed: bool = False  # this device's keys were signed and the signature uploaded
+
+
+@dataclass(frozen=True)
+class TrustRecord:
+    """What we decided about a user's identity: the master key we pinned (trust on first use, or the
+    last one the user acknowledged) and whether the user verified that key."""
+
+    pinned_master: str
+    verified: bool = False
+
+
+@dataclass(frozen=True)
+class DeviceFlagRecord:
+    blocked: bool = False
+
+
+@dataclass(frozen=True)
+class SettingRecord:
+    value: str
+
+
+@dataclass(frozen=True)
+class NoOlmRecord:
+    sent_ms: int
 
 
 @dataclass(frozen=True)

@@ -58,6 +58,7 @@ class World:
         session = Session("https://hs.example.org", user, DeviceId(device), f"token-{device}")
         client = await Client.in_memory(store, transport, session)
         await client.crypto.send_outgoing()  # publish device keys and one-time keys
+        assert await client.crypto.bootstrap_cross_signing("password")  # what login does
         return client
 
     def batch(

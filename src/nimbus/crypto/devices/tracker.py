@@ -117,8 +117,8 @@ class DeviceTracker:
         return request_id in self._in_flight
 
     async def receive_query(self, request_id: str, body: Any) -> list[str]:
-        """Apply a /keys/query answer. Returns users whose device set changed."""
-        response = keys_api.parse_query_keys(body)
+        """Apply a /keys/query answer (raw, or already parsed). Returns users whose device set changed."""
+        response = body if isinstance(body, keys_api.KeysQueryResponse) else keys_api.parse_query_keys(body)
         asked, _ = self._in_flight.pop(request_id)
         self.answered |= asked
         changed: list[str] = []

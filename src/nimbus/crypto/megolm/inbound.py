@@ -35,8 +35,8 @@ class DecryptedEvent:
     """A decrypted room event. `type`/`content` come from the Megolm payload.
 
     `sender_device` and `verified` describe the device that shared the session: `verified` is True
-    when that device is in our device list with the same keys the session is bound to (self-signed
-    device keys; cross-signing trust comes with the next issue).
+    when that device is in our device list with the same keys the session is bound to and the session
+    came from it directly (not forwarded). `trust` is that device's cross-signing trust level.
     """
 
     event_id: str
@@ -51,6 +51,8 @@ class DecryptedEvent:
     sender_device: str | None
     verified: bool
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    trust: str = "unsigned"  # the sending device's trust level (machine.py fills it in)
+    authentic: bool = True  # False for a session we got forwarded (authenticity not guaranteed)
 
 
 def _fail(cause: DecryptionCause, detail: str) -> DecryptionError:
@@ -198,6 +200,7 @@ class GroupSessionReceiver:
             sender_key=rec.sender_key,
             signing_key=rec.signing_key,
             sender_device=device.device_id if device else rec.sender_device,
-            verified=verified,
+            verified=verified and rec.authentic,
             raw={**event.raw, "type": payload["type"], "content": payload["content"]},
+            authentic=rec.authentic,
         )

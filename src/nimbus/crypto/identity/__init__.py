@@ -1,0 +1,1 @@
+"""Cross-signing identities and trust (spec: Client-Server API, "Cross-signing")."""
