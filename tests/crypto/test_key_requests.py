@@ -353,12 +353,18 @@ async def _requested(w: World, *trusted: str) -> KeyGossip:
 
 
 async def _assert_rejected(
-    g: KeyGossip, w: World, sender: str, olm: OlmDecrypted, content: dict[str, Any], cause: ToDeviceCause
+    g: KeyGossip,
+    w: World,
+    sender: str,
+    olm: OlmDecrypted,
+    content: dict[str, Any],
+    cause: ToDeviceCause,
+    why: str,
 ) -> None:
     before = dict(w.a2.machine._state.pending.objects)
     with pytest.raises(OlmFailure) as err:
         await g.handle_forwarded(sender, olm, content)
-    assert err.value.cause is cause
+    assert err.value.cause is cause and why in err.value.detail
     assert w.a2.machine._state.pending.objects == before
 
 
@@ -367,7 +373,7 @@ async def test_forwarded_key_from_another_users_device_rejected() -> None:
     g = await _requested(w, "A1", "B1")
     fwd = await forward_content(w.a1, w.session_id)
     olm = await over_olm(w.bob, w.a2, "m.forwarded_room_key", fwd)  # Bob already has a session to A2
-    await _assert_rejected(g, w, BOB, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED)
+    await _assert_rejected(g, w, BOB, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED, "another user")
     with pytest.raises(DecryptionError):
         await read(w.a2, w)
 
@@ -379,7 +385,13 @@ async def test_forwarded_key_from_unknown_own_device_rejected() -> None:
     fwd = await forward_content(w.a1, w.session_id)
     event = raw.olm_to(ALICE, "A2", raw.payload(ALICE, "A2", "m.forwarded_room_key", fwd))
     olm = await w.a2.machine._olm.decrypt(ALICE, event["content"], w.a2.now)
-    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED)
+    assert olm.sender_device is None
+    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED, "do not know")
+    # with self-signed sender_device_keys (MSC4147) it names itself, but is still not in our device list
+    payload = raw.payload(ALICE, "A2", "m.forwarded_room_key", fwd, sender_device_keys=raw.device_keys())
+    olm = await w.a2.machine._olm.decrypt(ALICE, raw.olm_to(ALICE, "A2", payload)["content"], w.a2.now)
+    assert olm.sender_device == "EVIL"
+    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED, "do not know")
 
 
 async def test_unrequested_forwarded_key_rejected() -> None:
@@ -388,11 +400,11 @@ async def test_unrequested_forwarded_key_rejected() -> None:
     await give_session(w.a1, ALICE, "A2")
     fwd = await forward_content(w.a1, w.session_id)
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
-    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED)
+    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED, "did not request")
     # requested for another sender_key than the key names: rejected too
     assert await g.request(ROOM, w.session_id, "someone-else", BOB, w.a2.now)
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
-    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED)
+    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED, "another sender_key")
 
 
 async def test_forwarded_key_from_untrusted_own_device_rejected_then_trusted_accepted() -> None:
@@ -400,7 +412,7 @@ async def test_forwarded_key_from_untrusted_own_device_rejected_then_trusted_acc
     g = await _requested(w)  # A1 not cross-signed
     fwd = await forward_content(w.a1, w.session_id)
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
-    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED)
+    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED, "cross-signed")
     g.trust = FakeTrust("A1")  # the control: the very same forward from a trusted A1 is accepted
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
     assert await g.handle_forwarded(ALICE, olm, fwd) == (ROOM, w.session_id)
@@ -412,12 +424,14 @@ async def test_forwarded_key_whose_session_id_does_not_match_rejected() -> None:
     g = await _requested(w, "A1")
     fwd = await forward_content(w.a1, w.session_id)
     other = vodozemac.InboundGroupSession(vodozemac.GroupSession().session_key)
-    fwd["session_key"] = other.export_at(0).to_base64()
+    exported = other.export_at(0)
+    assert exported is not None
+    fwd["session_key"] = exported.to_base64()
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
-    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.BAD_ROOM_KEY)
+    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.BAD_ROOM_KEY, "does not match its key")
     fwd["session_key"] = "not a key"
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
-    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.BAD_ROOM_KEY)
+    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.BAD_ROOM_KEY, "does not decode")
     assert len(await g.outstanding()) == 1
 
 
@@ -428,7 +442,7 @@ async def test_worse_forwarded_key_does_not_replace_a_better_one() -> None:
     held = await w.a2.machine._state.get(InboundSessionRecord, records.INBOUND, ROOM, w.session_id)
     fwd = await forward_content(w.a1, w.session_id, index=1)
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
-    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED)
+    await _assert_rejected(g, w, ALICE, olm, fwd, ToDeviceCause.FORWARDED_KEY_IGNORED, "not better")
     after = await w.a2.machine._state.get(InboundSessionRecord, records.INBOUND, ROOM, w.session_id)
     assert after == held and after is not None and after.authentic
     assert await read(w.a2, w, "$e1") == "secret"
@@ -457,7 +471,7 @@ async def test_better_forwarded_key_upgrades_only_the_same_ratchet() -> None:
     fwd0 = await forward_content(w.a1, w.session_id, index=0)
     forged = {**fwd0, "session_key": _forge_ratchet(fwd0["session_key"])}
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", forged)
-    await _assert_rejected(g, w, ALICE, olm, forged, ToDeviceCause.BAD_ROOM_KEY)
+    await _assert_rejected(g, w, ALICE, olm, forged, ToDeviceCause.BAD_ROOM_KEY, "not the ratchet")
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd0)
     await g.handle_forwarded(ALICE, olm, fwd0)
     assert await read(w.a2, w) == "secret"
@@ -476,4 +490,28 @@ async def test_forwarded_key_clears_a_withheld_notice() -> None:
     olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
     await g.handle_forwarded(ALICE, olm, fwd)
     assert await w.a2.machine._state.get_raw(records.WITHHELD, ROOM, w.session_id) is None
+    assert await read(w.a2, w) == "secret"
+
+
+async def test_sender_key_is_optional_since_v1_3() -> None:
+    """Spec v1.3: the request's sender_key is deprecated; sessions are found by (room, session) only."""
+    w = await world()
+    ga2 = gossip(w.a2, FakeTrust("A1"))
+    assert await ga2.request(ROOM, w.session_id, None, BOB, w.a2.now)  # the event named no sender_key
+    [out] = (await outgoing(w.a2)).values()
+    body = out.messages[ALICE]["*"]["body"]
+    assert "sender_key" not in body
+    ga1 = gossip(w.a1, FakeTrust("A2"))
+    await give_session(w.a1, ALICE, "A2")
+    request = out.messages[ALICE]["*"]
+    assert await ga1.handle_request(ALICE, request, w.a1.now) is None  # answered without a sender_key
+    fwd = await forward_content(w.a1, w.session_id)
+    del fwd["sender_key"]
+    olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
+    await _assert_rejected(ga2, w, ALICE, olm, fwd, ToDeviceCause.BAD_ROOM_KEY, "lacks sender_key")
+    fwd = await forward_content(w.a1, w.session_id)
+    olm = await over_olm(w.a1, w.a2, "m.forwarded_room_key", fwd)
+    assert await ga2.handle_forwarded(ALICE, olm, fwd) == (ROOM, w.session_id)
+    rec = await w.a2.machine._state.get(InboundSessionRecord, records.INBOUND, ROOM, w.session_id)
+    assert rec is not None and rec.sender_key == w.bob_curve
     assert await read(w.a2, w) == "secret"

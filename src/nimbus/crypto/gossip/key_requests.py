@@ -4,16 +4,18 @@ Spec: https://spec.matrix.org/v1.12/client-server-api/#key-requests, #mroom_key_
 #mforwarded_room_key. Rules (hardened after "Practically-exploitable Cryptographic Vulnerabilities in
 Matrix", Albrecht et al., 2022):
 - we ask only our own other devices (to-device to {own user: {"*": ...}}), one outstanding request per
-  (room id, session id), with a random request id; the request is cancelled as soon as the key arrives by
-  any means (`key_arrived`);
+  (room id, session id), with a random request id; the request is cancelled as soon as the key arrives
+  by any means (`key_arrived`);
 - we answer only our own user, from a device that is not this one, that we know, and that our identity
-  cross-signed (the injected `OwnDeviceTrust`), for a session we hold whose sender_key matches the
-  request; the answer is always Olm-encrypted to that device, never plaintext. Without an Olm session the
-  answer waits as a record (`devices_needing_session` / `answer_pending`);
+  cross-signed (the injected `OwnDeviceTrust`), for a session we hold (found by room id and session id;
+  the deprecated sender_key is optional since v1.3, but must match when given); the answer is always
+  Olm-encrypted to that device, never plaintext. Without an Olm session the answer waits as a record
+  (`devices_needing_session` / `answer_pending`);
 - a forwarded key is accepted only Olm-encrypted, from our own cross-signed device, for exactly a
-  session we asked for (and its sender_key); it never replaces a session we hold by one that starts
-  later, nor by one whose ratchet is not the same; it is stored as not authentic, with the forwarder's
-  Curve25519 key appended to the forwarding chain. Anything else is refused and changes nothing.
+  session we asked for (and its sender_key, if we knew one); it never replaces a session we hold by one
+  that starts later, nor by one whose ratchet is not the same; it is stored as not authentic, with the
+  forwarder's Curve25519 key appended to the forwarding chain (a better start of a session we already
+  hold keeps that session's provenance). Anything else is refused and changes nothing.
 State lives in the store (kind "key_request"): group "" → KeyRequestRecord by request id (ours),
 group "answer" → PendingAnswerRecord (answers waiting for an Olm session), so both survive a restart.
 Ciphertext is stored as an outgoing to-device object (records.OUTGOING) through `store_outgoing`, in the
@@ -62,7 +64,7 @@ class KeyRequestRecord:
     request_id: str
     room_id: str
     session_id: str
-    sender_key: str  # Curve25519 key of the device that created the session (from the event)
+    sender_key: str | None  # Curve25519 key of the session's creator, if the event still names it
     sender_user: str  # the user who sent the undecryptable event: the session belongs to them
     created_ms: int
 
@@ -75,7 +77,7 @@ class PendingAnswerRecord:
     device_id: str
     room_id: str
     session_id: str
-    sender_key: str
+    sender_key: str | None
     received_ms: int
 
 
@@ -127,22 +129,24 @@ class KeyGossip:
         self._store_outgoing(REQUEST_TYPE, {self.account.user_id: {"*": content}})
 
     async def request(
-        self, room_id: str, session_id: str, sender_key: str, sender_user: str, now_ms: int
+        self, room_id: str, session_id: str, sender_key: str | None, sender_user: str, now_ms: int
     ) -> bool:
-        """Ask our other devices for a Megolm session. True if a new request was queued."""
+        """Ask our other devices for a Megolm session. True if a new request was queued.
+
+        `sender_key` is the event's (deprecated) sender_key, or None when the event has none; it goes
+        out only if known (spec v1.3+: "should still be included ... if the event ... has a sender_key").
+        """
         if await self._find(room_id, session_id) is not None:
             return False
         rec = KeyRequestRecord(secrets.token_hex(16), room_id, session_id, sender_key, sender_user, now_ms)
         self.state.put(KEY_REQUEST, OURS, rec.request_id, rec)
+        body = {"algorithm": MEGOLM_ALGORITHM, "room_id": room_id, "session_id": session_id}
+        if sender_key is not None:
+            body["sender_key"] = sender_key
         self._to_own_devices(
             {
                 "action": "request",
-                "body": {
-                    "algorithm": MEGOLM_ALGORITHM,
-                    "room_id": room_id,
-                    "session_id": session_id,
-                    "sender_key": sender_key,
-                },
+                "body": body,
                 "request_id": rec.request_id,
                 "requesting_device_id": self.account.device_id,
             }
@@ -190,8 +194,10 @@ class KeyGossip:
         room_id, session_id, sender_key = body.get("room_id"), body.get("session_id"), body.get("sender_key")
         if body.get("algorithm") != MEGOLM_ALGORITHM:
             return "key request for an unsupported algorithm"
-        if not isinstance(room_id, str) or not isinstance(session_id, str) or not isinstance(sender_key, str):
-            return "key request body lacks room_id, session_id or sender_key"
+        if not isinstance(room_id, str) or not isinstance(session_id, str):
+            return "key request body lacks room_id or session_id"
+        if sender_key is not None and not isinstance(sender_key, str):
+            return "key request body has a bad sender_key"
         device = await self.tracker.device(self.account.user_id, device_id)
         if device is None:
             return "key request from a device we do not know"
@@ -205,11 +211,13 @@ class KeyGossip:
             self.state.put(KEY_REQUEST, ANSWERS, _answer_item(device_id, request_id), pending)
         return None
 
-    async def _cannot_forward(self, room_id: str, session_id: str, sender_key: str) -> str | None:
+    async def _cannot_forward(self, room_id: str, session_id: str, sender_key: str | None) -> str | None:
+        # Sessions are found by (room id, session id) only. The deprecated sender_key is optional since
+        # spec v1.3; when a request names one, it must be the one we hold (we refuse, never guess).
         rec = await self.state.get(InboundSessionRecord, records.INBOUND, room_id, session_id)
         if rec is None:
             return "key request for a session we do not hold"
-        if rec.sender_key != sender_key:
+        if sender_key is not None and rec.sender_key != sender_key:
             return "key request sender_key differs from the session we hold"
         return None
 
@@ -302,15 +310,18 @@ class KeyGossip:
         request = await self._find(room_id, session_id)
         if request is None:
             raise _ignored("forwarded room key we did not request")
-        if content.get("sender_key") != request.sender_key:
+        sender_key = content.get("sender_key")
+        if not isinstance(sender_key, str):
+            raise _bad("forwarded room key lacks sender_key")
+        if request.sender_key is not None and sender_key != request.sender_key:
             raise _ignored("forwarded room key for another sender_key than we requested")
-        rec, session = self._import(request, olm, content)
+        rec, session = self._import(request, sender_key, olm, content)
         await self._store(rec, session)
         await self.key_arrived(room_id, session_id)
         return room_id, session_id
 
     def _import(
-        self, request: KeyRequestRecord, olm: OlmDecrypted, content: dict[str, Any]
+        self, request: KeyRequestRecord, sender_key: str, olm: OlmDecrypted, content: dict[str, Any]
     ) -> tuple[InboundSessionRecord, vodozemac.InboundGroupSession]:
         if content.get("algorithm") != MEGOLM_ALGORITHM:
             raise _bad("forwarded room key for an unsupported algorithm")
@@ -332,7 +343,7 @@ class KeyGossip:
             session_id=request.session_id,
             sender_user=request.sender_user,
             sender_device=None,
-            sender_key=request.sender_key,
+            sender_key=sender_key,
             signing_key=signing_key,
             shared_history=content.get("shared_history") is True,
             forwarding_chain=[*chain, olm.sender_key],
