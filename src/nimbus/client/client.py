@@ -362,6 +362,8 @@ class Client:
                     "decrypted": True,
                     "sender_device": record.get("sender_device"),
                     "verified": record.get("verified"),
+                    "trust": record.get("trust"),
+                    "authentic": record.get("authentic", True),
                 }
             else:
                 view.append(event)
