@@ -44,7 +44,7 @@ from urllib.parse import unquote
 import vodozemac
 
 from nimbus.api.request import Request
-from nimbus.crypto.machine import SharingMode, OlmMachine, RequestKind
+from nimbus.crypto.machine import OlmMachine, RequestKind, SharingMode
 from nimbus.store import KdfParams, MemoryStore, SqliteStore, Store
 from nimbus.types.events import Event, parse_event
 

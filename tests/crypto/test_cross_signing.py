@@ -291,3 +291,84 @@ async def test_private_cross_signing_keys_are_encrypted_at_rest(tmp_path: Any) -
     back = await again.own_cross_signing_keys()
     await reopened.close()
     assert back is not None and back.master.public == keys.master.public
+
+
+# -- key requests between own devices, through the machines (gossip wired in machine.py) --------------
+
+
+async def _signed_second_device(server: FakeServer, alice: Device) -> Device:
+    """A2: a later device of alice that A1 (holding the keys) signed and that verified alice's key."""
+    a2 = await Device.create(server, ALICE, "A2", CS)
+    await alice.sync()
+    body = await alice.machine.sign_own_device("A2")
+    from nimbus.api.request import Request
+
+    server.handle(Request("POST", "/_matrix/client/v3/keys/signatures/upload", json=body), ALICE, "A1")
+    await a2.sync()
+    master = (await a2.machine.user_identity(ALICE)).master_key
+    assert master is not None
+    await a2.machine.verify_identity(ALICE, master)  # compared out of band by the user
+    await a2.commit()
+    await alice.sync()
+    return a2
+
+
+async def test_a_missing_key_is_requested_from_and_forwarded_by_our_own_signed_device() -> None:
+    server, alice, bob = await world()
+    content = await bob.encrypt(ROOM, "before A2 existed", members=[ALICE, BOB])
+    await alice.sync()
+    event = room_event(ROOM, BOB, content, "$old")
+    assert (await alice.machine.decrypt_room_event(event, now_ms=alice.now)).content["body"]
+    a2 = await _signed_second_device(server, alice)
+    assert (await trust_of(alice, ALICE))["A2"] == "verified"
+    with pytest.raises(DecryptionError) as err:
+        await a2.machine.decrypt_room_event(event, now_ms=a2.now)
+    assert err.value.cause is DecryptionCause.NO_SESSION
+    await a2.commit()
+    assert await a2.machine.outstanding_key_requests() == [(ROOM, content["session_id"])]
+    await a2.flush()  # the plaintext m.room_key_request to our own devices
+    results = await alice.sync()  # A1 answers over Olm (claiming a one-time key of A2 first)
+    assert "key_request" in [r.status for r in results]
+    forwarded = [
+        c for u, d, t, c in server.to_device_log if (u, d) == (ALICE, "A2") and t == "m.room.encrypted"
+    ]
+    assert forwarded and all(c["algorithm"] == "m.olm.v1.curve25519-aes-sha2" for c in forwarded)
+    results = await a2.sync()
+    assert [r.status for r in results if r.event_type == "m.forwarded_room_key"] == ["room_key"]
+    await trust_of(a2, BOB)  # A2 learns bob's devices (the client tracks room members)
+    shown = await a2.machine.decrypt_room_event(event, now_ms=a2.now)
+    assert shown.content["body"] == "before A2 existed"
+    assert not shown.authentic and not shown.verified  # forwarded: authenticity not guaranteed
+    assert await a2.machine.outstanding_key_requests() == []
+
+
+async def test_key_requests_from_unsigned_own_devices_and_other_users_get_nothing() -> None:
+    server, alice, bob = await world()
+    content = await bob.encrypt(ROOM, "keep it", members=[ALICE, BOB])
+    await alice.sync()
+    a2 = await Device.create(server, ALICE, "A2", CS)  # unsigned own device
+    with pytest.raises(DecryptionError):
+        await a2.machine.decrypt_room_event(room_event(ROOM, BOB, content, "$k"), now_ms=a2.now)
+    await a2.commit()
+    await a2.flush()
+    before = len(server.to_device_log)
+    results = await alice.sync()
+    [refused] = [r for r in results if r.event_type == "m.room_key_request"]
+    assert refused.status == "ignored" and refused.cause == "key_request_refused"
+    # bob (another user) asks alice for a session of hers
+    own = await alice.encrypt(ROOM, "alice's own", members=[ALICE, BOB])
+    request = {
+        "action": "request",
+        "body": {"algorithm": "m.megolm.v1.aes-sha2", "room_id": ROOM, "session_id": own["session_id"]},
+        "request_id": "r1",
+        "requesting_device_id": "B1",
+    }
+    server.inbox.setdefault((ALICE, "A1"), []).append(
+        {"type": "m.room_key_request", "sender": BOB, "content": request}
+    )
+    results = await alice.sync()
+    [refused] = [r for r in results if r.event_type == "m.room_key_request"]
+    assert refused.status == "ignored" and refused.cause == "key_request_refused"
+    sent_after = server.to_device_log[before:]
+    assert not [1 for u, d, t, _ in sent_after if (u, t) == (ALICE, "m.room.encrypted") and d == "A2"]
+    assert not [1 for u, _d, t, _ in sent_after if (u, t) == (BOB, "m.room.encrypted")] or own

@@ -5,14 +5,18 @@ an invite / a membership / another user's devices / a message by event id, sendi
 and returning its event id, and reading what nimbus stored (the wire `session_id` of an encrypted
 event, the inbound Megolm sessions of a room). Rules: every wait syncs with a short long-poll and has
 a deadline (no fixed sleeps); passwords and message bodies are never logged.
+Cross-signing waits: an event that settles as undecryptable with a given cause, another user's
+identity (master key, pinned key, changed flag) or device trust as nimbus sees it after syncing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from nimbus.client.client import Client
 from nimbus.client.profile import Profile
@@ -51,6 +55,20 @@ class NimbusUser:
             self.password,
             passphrase=PASSPHRASE,
             device_name=f"nimbus-{label}",
+        )
+
+    async def unsigned_device(self, label: str) -> Client:
+        """Log a new nimbus device in without bootstrapping cross-signing (`cross_signing=False`): the
+        device stays unsigned by its owner even if the user has no identity yet; the caller closes it."""
+        profile = Profile(self.profiles / label)
+        return await Client.login(
+            profile,
+            self.server.client_url,
+            self.user_id,
+            self.password,
+            passphrase=PASSPHRASE,
+            device_name=f"nimbus-{label}",
+            cross_signing=False,
         )
 
 
@@ -155,3 +173,67 @@ async def send_file(client: Client, room_id: str, data: bytes, name: str, mimety
     sent = [e for e in result.sent if e.txn_id == entry.txn_id]
     assert sent and sent[0].event_id
     return str(sent[0].event_id)
+
+
+async def wait_undecryptable(
+    client: Client, room_id: str, event_id: str, causes: Collection[str], timeout: float = 30.0
+) -> Message:
+    """Sync until the event is in the timeline as undecryptable with `e2ee["cause"]` in `causes`.
+
+    Fails at once if nimbus decrypts it; on the deadline the AssertionError names the last e2ee seen.
+    """
+    found: list[Message] = []
+
+    async def settled() -> bool:
+        await client.sync_once(SYNC_POLL_MS)
+        if room_id not in await client.room_ids():
+            return False
+        room = await client.room(room_id, limit=500)
+        found[:] = [m for m in room.timeline if m.event_id == event_id]
+        if not found or found[0].e2ee is None:
+            return False
+        e2ee = found[0].e2ee
+        assert not e2ee.get("decrypted"), f"{event_id} was decrypted by {client.device_id}: {e2ee}"
+        return e2ee.get("cause") in causes
+
+    try:
+        await wait_until(settled, timeout, f"{client.device_id} to find {event_id} undecryptable ({causes})")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {found[0].e2ee if found else 'not in timeline'}") from None
+    return found[0]
+
+
+async def wait_identity(
+    client: Client, user_id: str, predicate: Callable[[Any], bool], what: str, timeout: float = 30.0
+) -> Any:
+    """Sync (so device_lists.changed is seen) until `client.user_identity(user_id)` satisfies `predicate`."""
+    seen: list[Any] = []
+
+    async def matches() -> bool:
+        await client.sync_once(0)
+        seen[:] = [await client.user_identity(user_id)]
+        return predicate(seen[0])
+
+    try:
+        await wait_until(matches, timeout, f"{client.user_id}'s view of {user_id}'s identity: {what}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {seen[0] if seen else None!r}") from None
+    return seen[0]
+
+
+async def wait_user_device(
+    client: Client, user_id: str, device_id: str, predicate: Callable[[Any], bool], timeout: float = 30.0
+) -> Any:
+    """Sync until `client.user_devices(user_id)` lists `device_id` satisfying `predicate`; return it."""
+    seen: list[Any] = []
+
+    async def matches() -> bool:
+        await client.sync_once(0)
+        seen[:] = [d for d in await client.user_devices(user_id) if d.device_id == device_id]
+        return bool(seen) and predicate(seen[0])
+
+    try:
+        await wait_until(matches, timeout, f"{client.user_id}'s view of device {device_id} of {user_id}")
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; last seen: {seen[0] if seen else None!r}") from None
+    return seen[0]

@@ -67,4 +67,5 @@ class ToDeviceCause(enum.StrEnum):
     BAD_PAYLOAD = "bad_payload"
     UNENCRYPTED_ROOM_KEY = "unencrypted_room_key"
     FORWARDED_KEY_IGNORED = "forwarded_key_ignored"
+    KEY_REQUEST_REFUSED = "key_request_refused"
     BAD_ROOM_KEY = "bad_room_key"

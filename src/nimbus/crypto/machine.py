@@ -47,6 +47,7 @@ from nimbus.api.to_device import send_to_device
 from nimbus.crypto import records
 from nimbus.crypto.devices.tracker import DeviceProblem, DeviceTracker
 from nimbus.crypto.errors import CryptoError, DecryptionCause, DecryptionError, ToDeviceCause
+from nimbus.crypto.gossip.key_requests import KeyGossip
 from nimbus.crypto.identity.cross_signing import OwnKeys
 from nimbus.crypto.identity.manager import (
     IdentityChange,
@@ -144,6 +145,7 @@ class ToDeviceStatus(enum.StrEnum):
     ROOM_KEY = "room_key"  # a room key was stored: retry events of (room_id, session_id)
     WITHHELD = "withheld"  # a withheld notice was recorded for (room_id, session_id)
     PLAINTEXT = "plaintext"  # an unencrypted to-device event for the client (see `event`)
+    KEY_REQUEST = "key_request"  # a key request of our own device, answered (or answer queued)
     IGNORED = "ignored"  # dropped on purpose, see `cause`
     FAILED = "failed"  # could not be decrypted, see `cause`
 
@@ -174,6 +176,9 @@ class OlmMachine:
         self._claims: dict[str, tuple[Request, set[tuple[str, str]], int]] = {}  # id → (req, devices, now)
         self._no_otk: dict[tuple[str, str], int] = {}  # device → when a claim gave it no key
         self._identities = IdentityManager(state, account.user_id, account.device_id)
+        self._gossip = KeyGossip(
+            state, account, self._tracker, self._olm, self, pickle_key, self._sender.store_outgoing
+        )
         self.sharing_mode = DEFAULT_SHARING_MODE
         self.block_verified_changes = True  # policy: a verified user's new identity blocks sending
 
@@ -225,7 +230,9 @@ class OlmMachine:
         await self._tracker.mark_changed(list(changed))
         await self._tracker.stop_tracking(list(left))
         self._account.update_key_counts(dict(one_time_key_counts), unused_fallback_key_types)
-        return [await self._to_device(event, now_ms) for event in to_device]
+        results = [await self._to_device(event, now_ms) for event in to_device]
+        await self._gossip.answer_pending(now_ms)
+        return results
 
     async def _to_device(self, event: Any, now_ms: int) -> ToDeviceResult:
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
@@ -250,8 +257,12 @@ class OlmMachine:
             inner: dict[str, Any] = olm.payload["content"]
             dev = olm.sender_device
             try:
-                if inner_type == "m.room_key":  # spec: #mroom_key, only ever accepted over Olm
-                    room_id, session_id = await self._receiver.add_room_key(sender, olm, inner)
+                if inner_type in ("m.room_key", "m.forwarded_room_key"):  # only ever accepted over Olm
+                    if inner_type == "m.room_key":  # spec: #mroom_key
+                        room_id, session_id = await self._receiver.add_room_key(sender, olm, inner)
+                        await self._gossip.key_arrived(room_id, session_id)
+                    else:  # spec: #mforwarded_room_key: only our own request, own trusted device
+                        room_id, session_id = await self._gossip.handle_forwarded(sender, olm, inner)
                     return ToDeviceResult(
                         ToDeviceStatus.ROOM_KEY,
                         inner_type,
@@ -261,17 +272,12 @@ class OlmMachine:
                         sender_device=dev,
                     )
             except OlmFailure as e:
-                return ToDeviceResult(
-                    ToDeviceStatus.FAILED, inner_type, sender, e.cause, e.detail, sender_device=dev
-                )
-            if inner_type == "m.forwarded_room_key":  # no key requests in this issue: never asked for
-                return ToDeviceResult(
-                    ToDeviceStatus.IGNORED,
-                    inner_type,
-                    sender,
-                    ToDeviceCause.FORWARDED_KEY_IGNORED,
-                    sender_device=dev,
-                )
+                status = ToDeviceStatus.FAILED
+                if e.cause == ToDeviceCause.FORWARDED_KEY_IGNORED:
+                    status = ToDeviceStatus.IGNORED  # refused on purpose (not asked for, not ours)
+                return ToDeviceResult(status, inner_type, sender, e.cause, e.detail, sender_device=dev)
+            if inner_type == "m.room_key_request":  # some clients send it encrypted
+                return await self._key_request(sender, inner, inner_type, now_ms)
             if inner_type == "m.room_key.withheld":
                 return self._withheld(sender, inner, inner_type)
             event_out = {"type": inner_type, "sender": sender, "content": inner}
@@ -284,9 +290,30 @@ class OlmMachine:
             return ToDeviceResult(ToDeviceStatus.IGNORED, etype, sender, ToDeviceCause.FORWARDED_KEY_IGNORED)
         if etype == "m.room_key.withheld":  # spec: #reporting-that-decryption-keys-are-withheld
             return self._withheld(sender, content, etype)
+        if etype == "m.room_key_request":  # spec: #mroom_key_request
+            return await self._key_request(sender, content, etype, now_ms)
         return ToDeviceResult(ToDeviceStatus.PLAINTEXT, etype, sender, event=dict(event))
 
+    async def _key_request(
+        self, sender: str, content: dict[str, Any], etype: str, now_ms: int
+    ) -> ToDeviceResult:
+        refused = await self._gossip.handle_request(sender, content, now_ms)
+        if refused is not None:
+            cause = ToDeviceCause.KEY_REQUEST_REFUSED
+            return ToDeviceResult(ToDeviceStatus.IGNORED, etype, sender, cause, refused)
+        return ToDeviceResult(ToDeviceStatus.KEY_REQUEST, etype, sender)
+
+    async def own_device_trusted(self, device_id: str) -> bool:
+        """Key gossip trusts one of our own devices only when our verified identity signed it and we
+        did not block it (a merely pinned identity could be the server's own keys)."""
+        if await self._identities.blocked(self.user_id, device_id):
+            return False
+        device = await self._tracker.device(self.user_id, device_id)
+        return device is not None and await self.device_trust(device) == TrustLevel.VERIFIED
+
     def _withheld(self, sender: str, content: dict[str, Any], etype: str) -> ToDeviceResult:
+        if content.get("code") == "m.no_olm":  # no room or session: the sender could not reach us
+            return ToDeviceResult(ToDeviceStatus.WITHHELD, etype, sender, detail="m.no_olm")
         where = self._receiver.record_withheld(sender, content)
         if where is None:
             return ToDeviceResult(ToDeviceStatus.IGNORED, etype, sender, ToDeviceCause.MALFORMED)
@@ -304,7 +331,14 @@ class OlmMachine:
             out.append(OutgoingRequest(query[0], RequestKind.KEYS_QUERY, query[1]))
         claiming = {d for _, devs, _ in self._claims.values() for d in devs}
         unwedge = [d for d in await self._olm.pending_unwedge() if (d.user_id, d.device_id) not in claiming]
-        out += self._claim(unwedge, 0)
+        answering = [
+            d
+            for d in await self._gossip.devices_needing_session()
+            if (d.user_id, d.device_id) not in claiming
+            and (d.user_id, d.device_id) not in self._no_otk
+            and d not in unwedge
+        ]
+        out += self._claim(unwedge + answering, 0)
         for request_id, raw in sorted((await self._state.list_raw(records.OUTGOING, "")).items()):
             rec = records.load(OutgoingRecord, raw)
             req = send_to_device(rec.event_type, rec.messages, rec.txn_id)
@@ -350,6 +384,7 @@ class OlmMachine:
                         "m.room.encrypted", {device.user_id: {device.device_id: content}}
                     )
                 await self._olm.unwedged(device)
+        await self._gossip.answer_pending(now_ms)
 
     # -- devices ------------------------------------------------------------------------------------
 
@@ -397,6 +432,20 @@ class OlmMachine:
         """The server accepted our keys and signatures: note it, and fetch our own keys again."""
         await self._identities.mark_uploaded(device_signed=True)
         await self._tracker.mark_changed([self.user_id])
+
+    async def sign_own_device(self, device_id: str) -> dict[str, dict[str, Any]]:
+        """Vouch for another of our devices (the user checked it): its device keys signed by our
+        self-signing key, as the body of POST /keys/signatures/upload. Needs our private keys."""
+        keys = await self._identities.own_keys()
+        if keys is None:
+            raise CryptoError(
+                "this device does not hold our self-signing key: sign from the device that does"
+            )
+        device = await self._tracker.device(self.user_id, device_id)
+        if device is None:
+            raise CryptoError(f"unknown device {device_id} of ours: fetch our keys first")
+        signed = keys.self_signing.sign_json(dict(device.keys_json), self.user_id)
+        return {self.user_id: {device_id: signed}}
 
     async def user_identity(self, user_id: str) -> UserIdentity:
         return await self._identities.user_identity(user_id)
@@ -586,7 +635,12 @@ class OlmMachine:
     async def decrypt_room_event(self, event: Event, *, now_ms: int) -> DecryptedEvent:
         """Decrypt, then judge the sending device (spec v1.18 "Recommended client behaviour"): in
         CROSS_SIGNED mode an event from a device its owner did not cross-sign is not shown."""
-        decrypted = await self._receiver.decrypt(event)
+        try:
+            decrypted = await self._receiver.decrypt(event)
+        except DecryptionError as e:
+            if e.cause in (DecryptionCause.NO_SESSION, DecryptionCause.UNKNOWN_INDEX):
+                await self._request_key(event, now_ms)
+            raise
         ours = (decrypted.sender_key, decrypted.signing_key) == (
             self._account.curve25519,
             self._account.ed25519,
@@ -601,6 +655,19 @@ class OlmMachine:
                 DecryptionCause.UNVERIFIED_SENDER, "the sending device is not cross-signed by its owner"
             )
         return replace(decrypted, trust=trust.value)
+
+    async def _request_key(self, event: Event, now_ms: int) -> None:
+        """Spec: #key-requests: ask our own other devices (if we have any) for a missing session."""
+        session_id, sender_key = event.content.get("session_id"), event.content.get("sender_key")
+        if not isinstance(session_id, str):
+            return
+        others = [d for d in await self._tracker.devices(self.user_id) if d != self.device_id]
+        if others:
+            key = sender_key if isinstance(sender_key, str) else None
+            await self._gossip.request(event.room_id, session_id, key, event.sender, now_ms)
+
+    async def outstanding_key_requests(self) -> list[tuple[str, str]]:
+        return [(r.room_id, r.session_id) for r in await self._gossip.outstanding()]
 
     async def room_members_changed(self, room_id: str, *, left: list[str]) -> None:
         """Members left (or, after a limited sync, anything but join): rotate if they had the key."""

@@ -172,7 +172,13 @@ async def test_a_late_room_key_decrypts_the_earlier_event_with_the_batch_that_br
     room = await bob.room(ROOM)
     (message,) = [m for m in room.timeline if m.event_id == sent.event_id]
     assert message.body == "sent before the key arrived"
-    assert message.e2ee == {"decrypted": True, "sender_device": "A1", "verified": record["verified"]}
+    assert message.e2ee == {
+        "decrypted": True,
+        "sender_device": "A1",
+        "verified": record["verified"],
+        "trust": "pinned",
+        "authentic": True,
+    }
 
 
 async def test_a_late_key_only_retries_its_own_session() -> None:
