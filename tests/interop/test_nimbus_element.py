@@ -41,9 +41,12 @@ MEGOLM = "m.megolm.v1.aes-sha2"
 
 
 async def js_peer(factory: JsPeerFactory, server: Homeserver, new_user: NewUser, name: str) -> JsPeer:
+    """A js user with a cross-signing identity (as Element sets one up for every account): nimbus's
+    default sharing mode (cross_signed) shares only with devices their owner signed."""
     user_id, password = await asyncio.to_thread(new_user, server, name)
     peer = await factory(name)
     await peer.login(server.client_url, user_id, password)
+    await peer.bootstrap_cross_signing(password)
     return peer
 
 
@@ -155,6 +158,7 @@ async def test_member_leave_rotates_the_session_for_everyone_else(
     try:
         bobs.append(await bob_user.device("one"))
         bobs.append(await bob_user.device("two"))
+        await bobs[0].sign_own_device(bobs[1].device_id)  # bob vouches for his second device
         carol = await js_peer(jspeer_factory, homeserver, new_user, "carol")
         dave = await js_peer(jspeer_factory, homeserver, new_user, "dave")
         assert carol.user_id is not None and dave.user_id is not None

@@ -569,6 +569,21 @@ class Client:
                 log.warning("the server refused our signature of %s's master key", user_id)
         return await self.crypto.machine.user_identity(user_id)
 
+    async def sign_own_device(self, device_id: str) -> None:
+        """Vouch for another device of ours (the user checked it is theirs): sign its keys with our
+        self-signing key and publish the signature (spec: POST /keys/signatures/upload). Needs the
+        device that holds the private keys."""
+        await self.crypto.machine.mark_tracked_users_outdated([self.user_id])  # it may be brand new
+        await self._fresh_keys(self.user_id)
+        body = await self.crypto.machine.sign_own_device(device_id)
+        failures = keys_api.parse_upload_signatures(
+            await self.transport.send(keys_api.upload_signatures(body))
+        )
+        if failures:
+            raise NimbusError(f"the server refused the signature of device {device_id}")
+        await self.crypto.machine.update_tracked_users([self.user_id])
+        await self._fresh_keys(self.user_id)
+
     async def set_device_blocked(self, user_id: str, device_id: str, blocked: bool = True) -> None:
         """A blocked device gets no room keys (m.room_key.withheld m.blacklisted instead)."""
         self.crypto.machine.set_device_blocked(user_id, device_id, blocked)

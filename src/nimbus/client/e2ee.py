@@ -158,6 +158,10 @@ class ClientCrypto:
     async def prepare_batch(self, batch: SyncBatch) -> BatchExtras:
         """Feed one sync batch to the machine and decrypt its timeline. Nothing is committed here:
         the sync loop saves the returned extras with the batch in one transaction."""
+        if await self.store.load_sync_token() is None:
+            # Spec: "Tracking the device list for a user": an initial sync has no device_lists for
+            # what changed before it (e.g. our own device that logged in meanwhile): query again.
+            await self.machine.mark_tracked_users_outdated()
         results = await self.machine.receive_sync_changes(
             to_device=list(batch.to_device),
             changed=list(batch.device_lists_changed),

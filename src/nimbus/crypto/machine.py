@@ -388,6 +388,11 @@ class OlmMachine:
 
     # -- devices ------------------------------------------------------------------------------------
 
+    async def mark_tracked_users_outdated(self, users: list[str] | None = None) -> None:
+        """Query these (default: every) tracked users again, e.g. after an initial sync: changes made
+        before it, such as a device that logged in meanwhile, are not in device_lists.changed."""
+        await self._tracker.mark_changed(list(await self._tracker.tracked()) if users is None else users)
+
     async def update_tracked_users(self, users: list[str]) -> None:
         await self._tracker.track(list(users))
 
