@@ -564,8 +564,9 @@ class OlmMachine:
         withheld: list[tuple[DeviceRecord, str]] = []
         for user, devs in devices.items():
             eligible[user] = {}
+            blocked = await self._identities.blocked_devices(user)
             for device_id, d in devs.items():
-                if await self._identities.blocked(user, device_id):
+                if device_id in blocked:
                     withheld.append((d, "m.blacklisted"))
                 elif (
                     self.sharing_mode == SharingMode.CROSS_SIGNED

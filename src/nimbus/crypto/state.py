@@ -55,12 +55,11 @@ class State:
             self._groups[(kind, group)] = listed
         out = dict(listed)
         for layer in (self.taken, self.pending):
-            for (k, g, item), value in layer.objects.items():
-                if k == kind and g == group:
-                    if value is None:
-                        out.pop(item, None)
-                    else:
-                        out[item] = value
+            for item, value in layer.group(kind, group).items():
+                if value is None:
+                    out.pop(item, None)
+                else:
+                    out[item] = value
         return out
 
     async def list(self, cls: type[R], kind: str, group: str) -> dict[str, R]:
@@ -89,4 +88,4 @@ class State:
                 else:
                     listed[key[2]] = value
             if key in self.taken.objects and self.taken.objects[key] == value:
-                del self.taken.objects[key]
+                self.taken.discard(key)

@@ -26,15 +26,36 @@ ObjectKey = tuple[str, str, str]
 
 @dataclass
 class CryptoChanges:
-    """Puts (value bytes) and deletes (None) of crypto objects, committed atomically."""
+    """Puts (value bytes) and deletes (None) of crypto objects, committed atomically.
+
+    Write through `put`/`delete`/`merge`/`discard` (they keep an index by (kind, group), so reading a
+    group does not scan every change: a share with a thousand devices makes thousands of changes)."""
 
     objects: dict[ObjectKey, bytes | None] = field(default_factory=dict)
+    _groups: dict[tuple[str, str], dict[str, bytes | None]] = field(
+        default_factory=dict, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        for (kind, group, item), value in self.objects.items():
+            self._groups.setdefault((kind, group), {})[item] = value
+
+    def _set(self, key: ObjectKey, value: bytes | None) -> None:
+        self.objects[key] = value
+        self._groups.setdefault((key[0], key[1]), {})[key[2]] = value
 
     def put(self, kind: str, group: str, item: str, value: bytes) -> None:
-        self.objects[(kind, group, item)] = value
+        self._set((kind, group, item), value)
 
     def delete(self, kind: str, group: str, item: str) -> None:
-        self.objects[(kind, group, item)] = None
+        self._set((kind, group, item), None)
+
+    def discard(self, key: ObjectKey) -> None:
+        """Forget what this change set says about one object."""
+        if self.objects.pop(key, _MISSING) is not _MISSING:
+            items = self._groups.get((key[0], key[1]))
+            if items is not None:
+                items.pop(key[2], None)
 
     def get(self, kind: str, group: str, item: str) -> tuple[bool, bytes | None]:
         """(known, value): whether this change set says anything about the object, and what."""
@@ -43,14 +64,22 @@ class CryptoChanges:
             return True, self.objects[key]
         return False, None
 
+    def group(self, kind: str, group: str) -> dict[str, bytes | None]:
+        """item → value (None = deleted) of one group, as this change set says."""
+        return self._groups.get((kind, group), {})
+
     def merge(self, later: CryptoChanges) -> None:
-        self.objects.update(later.objects)
+        for key, value in later.objects.items():
+            self._set(key, value)
 
     def __bool__(self) -> bool:
         return bool(self.objects)
 
     def __len__(self) -> int:
         return len(self.objects)
+
+
+_MISSING = object()
 
 
 class CryptoStore(Protocol):

@@ -224,6 +224,14 @@ class IdentityManager:
             return TrustLevel.UNPINNED
         return TrustLevel.VERIFIED if trust.verified else TrustLevel.PINNED
 
+    async def blocked_devices(self, user: str) -> set[str]:
+        """The device ids of `user` we blocked (one read of the user's trust group)."""
+        out = set()
+        for item, raw in (await self.state.list_raw(records.TRUST, user)).items():
+            if item and records.load(DeviceFlagRecord, raw).blocked:
+                out.add(item)
+        return out
+
     async def blocked(self, user: str, device_id: str) -> bool:
         flag = await self.state.get(DeviceFlagRecord, records.TRUST, user, device_id)
         return flag is not None and flag.blocked
