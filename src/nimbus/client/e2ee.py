@@ -20,6 +20,7 @@ Rules this module keeps (the machine defines them; this is where they meet the n
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -338,11 +339,29 @@ class ClientCrypto:
                 break
             if all(r.kind == RequestKind.TO_DEVICE for r in requests):
                 break
-            for outgoing in requests:
+            claims = [r for r in requests if r.kind == RequestKind.KEYS_CLAIM]
+            for outgoing in [r for r in requests if r.kind != RequestKind.KEYS_CLAIM]:
                 response = await self.transport.send(outgoing.request)
                 await self.machine.mark_request_as_sent(outgoing.request_id, response)
                 await self.commit()
+            await self._send_claims(claims)
         await self.send_outgoing()
+
+    async def _send_claims(self, claims: list[Any]) -> None:
+        """/keys/claim chunks go out together (their round trips overlap: a room of a thousand
+        devices needs ten); the answers are applied one by one, in order, then committed once."""
+        responses = await asyncio.gather(
+            *(self.transport.send(c.request) for c in claims), return_exceptions=True
+        )
+        failure: BaseException | None = None
+        for claim, response in zip(claims, responses, strict=True):
+            if isinstance(response, BaseException):
+                failure = failure or response
+                continue
+            await self.machine.mark_request_as_sent(claim.request_id, response)
+        await self.commit()
+        if failure is not None:
+            raise failure
 
     async def encrypt_for_outbox(
         self, room_id: RoomId, event_type: str, content: dict[str, Any]
