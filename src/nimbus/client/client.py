@@ -326,9 +326,33 @@ class Client:
         timeline, e2ee = await self._decrypted_view(rid, await self.store.timeline(rid, limit=limit))
         direct = await self.store.account_data("m.direct")
         room = build_room(rid, membership, state, timeline, self.user_id, direct)
+        if room.encrypted:
+            room = replace(room, notices=await self._identity_notices(room))
         if not e2ee:
             return room
         return replace(room, timeline=[replace(m, e2ee=e2ee.get(m.event_id)) for m in room.timeline])
+
+    async def _identity_notices(self, room: Room) -> list[str]:
+        """A notice per joined member whose identity changed since we pinned it (spec v1.18
+        "Recommended client behaviour": changes are shown; verified users block sending)."""
+        out = []
+        for user_id, member in sorted(room.members.items()):
+            if member.membership != "join" or user_id == self.user_id:
+                continue
+            ident = await self.crypto.machine.user_identity(user_id)
+            if not ident.changed:
+                continue
+            if ident.verified or await self.crypto.machine.identity_was_verified(user_id):
+                out.append(
+                    f"the identity of {user_id} changed since you verified it: messages to this room "
+                    f"are held until you acknowledge it (nimbus trust acknowledge {user_id})"
+                )
+            else:
+                out.append(
+                    f"the identity of {user_id} changed (new master key {ident.master_key}); "
+                    f"verify it, or accept it with: nimbus trust acknowledge {user_id}"
+                )
+        return out
 
     async def decrypted_timeline(self, room_id: str, *, limit: int = 1000) -> list[Event]:
         """The room's stored events, encrypted ones replaced by their decrypted form (for on-device

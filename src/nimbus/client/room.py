@@ -86,6 +86,8 @@ class Room:
     encryption: JSONDict | None
     membership: str | None
     timeline: list[Message]
+    # Local notices about the room's members, newest state (e.g. "the identity of @bob:hs changed").
+    notices: list[str] = field(default_factory=list)
 
 
 def build_room(

@@ -282,3 +282,40 @@ async def test_an_event_never_tried_says_so() -> None:
     await bob.store.save_sync_batch(world.batch(bob, timeline=(sent,), to_device=False))
     (message,) = [m for m in (await bob.room(ROOM)).timeline if m.event_id == sent.event_id]
     assert message.e2ee is not None and message.e2ee["cause"] == "not_decrypted_yet"
+
+
+async def test_an_identity_change_shows_a_notice_in_the_room_and_a_verified_one_blocks_sending() -> None:
+    import pytest
+
+    from nimbus.crypto.identity.cross_signing import OwnKeys
+    from nimbus.crypto.identity.manager import VerifiedIdentityChanged
+
+    world, (alice, bob) = await setup(ALICE, BOB)
+    await deliver(alice, world.batch(alice, state=room_state(world)))
+    await encrypt(alice, "hello")
+    assert (await alice.room(ROOM)).notices == []
+    # bob's identity is replaced (a reset from elsewhere): alice hears of it through device_lists
+    world.server.signing_keys[BOB] = OwnKeys.generate().public_objects(BOB)
+    world.server._changed(BOB)
+    await deliver(alice, world.batch(alice))
+    [notice] = (await alice.room(ROOM)).notices
+    assert BOB in notice and "nimbus trust acknowledge" in notice
+    assert [c.user_id for c in alice.crypto.identity_changes] == [BOB]
+    await encrypt(alice, "a pinned user's change is a notice, not a block")
+    await alice.acknowledge_identity(BOB)
+    assert (await alice.room(ROOM)).notices == []
+    # now alice verifies bob's (new) key; the next change blocks sending until acknowledged
+    master = (await alice.user_identity(BOB)).master_key
+    assert master is not None
+    assert (await alice.verify_identity(BOB, master)).verified
+    world.server.signing_keys[BOB] = OwnKeys.generate().public_objects(BOB)
+    world.server._changed(BOB)
+    await deliver(alice, world.batch(alice))
+    [notice] = (await alice.room(ROOM)).notices
+    assert "since you verified it" in notice
+    with pytest.raises(VerifiedIdentityChanged):  # even with a session that bob's devices hold
+        await encrypt(alice, "held back")
+    await alice.acknowledge_identity(BOB)
+    await encrypt(alice, "sent after acknowledging")
+    await bob.close()
+    await alice.close()
