@@ -205,6 +205,71 @@ async def test_second_device_that_logs_in_later_gets_keys_for_new_messages(
                 await c.close()
 
 
+async def test_a_new_signed_device_gets_history_keys_from_our_other_device(
+    homeserver: Homeserver, tmp_path: Path
+) -> None:
+    """Key requests and forwarding (spec: "Key requests", m.forwarded_room_key) on real Synapse: bob's
+    later device, signed from his first one and trusting his identity, cannot read an older message,
+    asks his own devices, gets the key forwarded over Olm by the first device and reads it, marked as
+    forwarded (authenticity not guaranteed). The first device answers only because the new one is
+    cross-signed: before that, the same request gets nothing."""
+    password = secrets.token_urlsafe(16)
+    bob_id = (
+        await asyncio.to_thread(homeserver.create_user, f"bob-{secrets.token_hex(4)}", password)
+    ).user_id
+    alice = await logged_in(homeserver, tmp_path, "alice")
+    bob1 = await login_device(homeserver, tmp_path, bob_id, password, "bob-laptop")
+    bob2: Client | None = None
+    try:
+        room_id = await shared_room(alice, bob1)
+        old_id = await send_and_flush(alice, room_id, "before the phone existed")
+        await wait_for_message(bob1, room_id, "before the phone existed")
+
+        bob2 = await login_device(homeserver, tmp_path, bob_id, password, "bob-phone")
+        await sync_until(bob2, "bob2 to join", lambda: _in_room(bob2, room_id))
+        # unsigned: bob1 refuses the request bob2 makes for the old session
+        missing = await wait_e2ee(bob2, room_id, old_id, lambda e: e.get("decrypted") is False)
+        assert missing["cause"] in ("no_session", "unknown_index")
+        await sync_until(bob1, "bob1 to refuse bob2's request", lambda: _refused(bob1))
+
+        await bob1.sign_own_device(bob2.device_id)  # bob checked it is his phone
+        master = (await bob2.user_identity(bob_id)).master_key
+        assert master is not None
+        assert (await bob2.verify_identity(bob_id, master)).verified  # compared on both screens
+        assert (await bob2.identity()).device_signed
+
+        # verifying our own identity on bob2 asked bob1 again; bob1 answers now
+        async def answered() -> bool:
+            await bob1.sync_once(SYNC_POLL_MS)
+            info = await wait_e2ee_once(bob2, room_id, old_id)
+            return bool(info and info.get("decrypted"))
+
+        await wait_until(answered, 60, "bob2 to read the old message with a forwarded key")
+        info = await wait_e2ee_once(bob2, room_id, old_id)
+        assert info is not None and info["authentic"] is False and info["verified"] is False
+        old = [m for m in (await bob2.room(room_id)).timeline if m.event_id == old_id]
+        assert old[0].body == "before the phone existed"
+    finally:
+        for c in (alice, bob1, bob2):
+            if c is not None:
+                await c.close()
+
+
+async def _in_room(client: Client, room_id: str) -> bool:
+    return RoomId(room_id) in await client.room_ids("join")
+
+
+async def _refused(client: Client) -> bool:
+    return client.crypto.key_requests_refused > 0
+
+
+async def wait_e2ee_once(client: Client, room_id: str, event_id: str) -> dict[str, Any] | None:
+    await client.sync_once(0)
+    room = await client.room(room_id, limit=200)
+    found = [m.e2ee for m in room.timeline if m.event_id == event_id]
+    return found[0] if found else None
+
+
 async def wait_e2ee(
     client: Client, room_id: str, event_id: str, done: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:

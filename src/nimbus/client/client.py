@@ -541,7 +541,9 @@ class Client:
     # --- identities and trust (spec: "Cross-signing"; nimbus.crypto.identity) ------------------------
 
     async def _fresh_keys(self, user_id: str) -> None:
+        """Fetch the user's keys now (these calls answer a person: one /keys/query is cheap)."""
         await self.crypto.machine.update_tracked_users([user_id])
+        await self.crypto.machine.mark_tracked_users_outdated([user_id])
         await self.crypto.send_outgoing()
 
     async def identity(self) -> OwnIdentity:
@@ -584,7 +586,9 @@ class Client:
         user-signing key at hand, the signature is published (spec: POST /keys/signatures/upload)."""
         await self._fresh_keys(user_id)
         body = await self.crypto.machine.verify_identity(user_id, master_key)
-        await self.crypto.commit()
+        if user_id == self.user_id:  # our own identity: our other devices may now answer us
+            await self.crypto.machine.resend_key_requests()
+        await self.crypto.send_outgoing()
         if body is not None:
             failures = keys_api.parse_upload_signatures(
                 await self.transport.send(keys_api.upload_signatures(body))
@@ -597,8 +601,7 @@ class Client:
         """Vouch for another device of ours (the user checked it is theirs): sign its keys with our
         self-signing key and publish the signature (spec: POST /keys/signatures/upload). Needs the
         device that holds the private keys."""
-        await self.crypto.machine.mark_tracked_users_outdated([self.user_id])  # it may be brand new
-        await self._fresh_keys(self.user_id)
+        await self._fresh_keys(self.user_id)  # the device may be brand new
         body = await self.crypto.machine.sign_own_device(device_id)
         failures = keys_api.parse_upload_signatures(
             await self.transport.send(keys_api.upload_signatures(body))

@@ -31,7 +31,7 @@ from nimbus.api import room_state
 from nimbus.api.uia import with_password_auth
 from nimbus.client.transport import Transport
 from nimbus.crypto.devices.tracker import DeviceProblem
-from nimbus.crypto.errors import CryptoError, DecryptionCause, DecryptionError
+from nimbus.crypto.errors import CryptoError, DecryptionCause, DecryptionError, ToDeviceCause
 from nimbus.crypto.identity.manager import IdentityChange
 from nimbus.crypto.machine import OlmMachine, RequestKind, ToDeviceStatus
 from nimbus.crypto.store import CryptoChanges
@@ -92,6 +92,7 @@ class ClientCrypto:
         self._members_loaded: dict[RoomId, dict[str, Event]] = {}
         self.device_problems: list[DeviceProblem] = []  # refused devices seen by this process
         self.identity_changes: list[IdentityChange] = []  # identity changes seen by this process
+        self.key_requests_refused = 0  # key requests from devices we do not trust (this process)
         # events hidden because their sender's device was not (yet) known as cross-signed: judged
         # again when a /keys/query answers (their sender's keys may simply not have been fetched yet)
         self._unverified: dict[EventId, Event] = {}
@@ -176,6 +177,8 @@ class ClientCrypto:
         for r in results:
             if r.status in (ToDeviceStatus.FAILED, ToDeviceStatus.IGNORED):
                 log.warning("to-device %s from %s not used: %s", r.event_type, r.sender, r.cause)
+            if r.cause == ToDeviceCause.KEY_REQUEST_REFUSED:
+                self.key_requests_refused += 1
         extras = BatchExtras()
         await self._track_and_rotate(batch)
         for update in batch.rooms:

@@ -676,6 +676,10 @@ class OlmMachine:
             key = sender_key if isinstance(sender_key, str) else None
             await self._gossip.request(event.room_id, session_id, key, event.sender, now_ms)
 
+    async def resend_key_requests(self) -> int:
+        """Ask our other devices again for every key we still miss (after this device was verified)."""
+        return await self._gossip.resend()
+
     async def outstanding_key_requests(self) -> list[tuple[str, str]]:
         return [(r.room_id, r.session_id) for r in await self._gossip.outstanding()]
 

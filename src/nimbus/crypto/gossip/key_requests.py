@@ -153,6 +153,24 @@ class KeyGossip:
         )
         return True
 
+    async def resend(self) -> int:
+        """Send every outstanding request again (same request ids), e.g. once this device was
+        verified: our other devices refused it before. Returns how many went out."""
+        recs = await self.outstanding()
+        for rec in recs:
+            body = {"algorithm": MEGOLM_ALGORITHM, "room_id": rec.room_id, "session_id": rec.session_id}
+            if rec.sender_key is not None:
+                body["sender_key"] = rec.sender_key
+            self._to_own_devices(
+                {
+                    "action": "request",
+                    "body": body,
+                    "request_id": rec.request_id,
+                    "requesting_device_id": self.account.device_id,
+                }
+            )
+        return len(recs)
+
     async def key_arrived(self, room_id: str, session_id: str) -> None:
         """The session arrived (room key, forward, backup…): cancel our request for it, if any."""
         rec = await self._find(room_id, session_id)
