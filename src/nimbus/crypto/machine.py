@@ -3,7 +3,9 @@ Encryption", https://spec.matrix.org/v1.12/client-server-api/#end-to-end-encrypt
 
 Composed of sub-machines, each owning its state: AccountMachine (olm/account.py), DeviceTracker
 (devices/tracker.py), OlmSessions (olm/sessions.py), GroupSessionSender / GroupSessionReceiver
-(megolm/). No sockets, no sleeping, no clock: time comes in as `now_ms`.
+(megolm/), IdentityManager (identity/: cross-signing, pinning, trust levels) and KeyGossip (gossip/:
+key requests and forwarded keys between our own devices). No sockets, no sleeping, no clock: time
+comes in as `now_ms`.
 
 API (what the client codes against):
 
@@ -25,6 +27,13 @@ API (what the client codes against):
     machine.take_changes() -> CryptoChanges       # commit it in ONE transaction with the sync batch
     machine.changes_committed(changes)           # optional: lets the overlay drop committed entries
     await machine.devices(user_id); await machine.rejected_devices(user_id); machine.take_device_problems()
+    # cross-signing and trust (spec: "Cross-signing"; v1.18 "Recommended client behaviour", MSC4153)
+    plan = await machine.bootstrap_cross_signing()   # commit, upload plan.keys (UIA), plan.signatures
+    await machine.cross_signing_done(); await machine.sign_own_device(device_id) -> signatures body
+    await machine.device_infos(user_id) -> [DeviceInfo(trust="verified"|"pinned"|"unpinned"|"unsigned")]
+    await machine.user_identity(user_id); acknowledge_identity(user_id); verify_identity(user_id, key)
+    machine.take_identity_changes(); await machine.set_sharing_mode(SharingMode.LEGACY|CROSS_SIGNED)
+    share_room_key raises VerifiedIdentityChanged while a verified member's new identity is unacknowledged
 
 Persistence ("nothing lost, nothing reused"): every change goes into an overlay the machine reads
 through; `take_changes()` hands it over. Ciphertext that advanced a ratchet (room keys, m.dummy over
