@@ -17,6 +17,7 @@ from typing import Any
 
 from nimbus.apps.cli.output import EXIT_OK, EXIT_TIMEOUT, CliTimeout, Printer
 from nimbus.apps.cli.secrets import read_passphrase, read_password
+from nimbus.apps.cli.trust_output import identity_change_warning, undecrypted_text
 from nimbus.client.client import Client, profile_at
 from nimbus.client.outbox import FlushResult
 from nimbus.client.room import Message
@@ -49,6 +50,10 @@ def message_json(room_id: str, m: Message) -> dict[str, Any]:
         "decrypted": e2ee.get("decrypted") if m.e2ee is not None else None,
         "cause": e2ee.get("cause"),
         "sender_device": e2ee.get("sender_device"),
+        "code": e2ee.get("code"),  # m.room_key.withheld code, when the cause is "withheld"
+        "reason": e2ee.get("reason"),
+        "trust": e2ee.get("trust"),  # the sender device's trust level when it was decrypted
+        "authentic": e2ee.get("authentic"),
         "type": "message",
         "room_id": room_id,
         "event_id": m.event_id,
@@ -69,7 +74,7 @@ def message_text(m: Message) -> str:
     if m.redacted:
         return f"[{when}] {m.sender}: (deleted)"
     if m.e2ee is not None and not m.e2ee.get("decrypted"):
-        return f"[{when}] {m.sender}: (unable to decrypt: {m.e2ee.get('cause')})"
+        return f"[{when}] {m.sender}: {undecrypted_text(m.e2ee)}"
     if m.type != "m.room.message":
         return f"[{when}] {m.sender} · {m.type}{' ' + m.body if m.body else ''}"
     extra = " (edited)" if m.edited else ""
@@ -92,6 +97,7 @@ async def login(args: argparse.Namespace, out: Printer) -> int:
         passphrase=passphrase,
         device_name=args.device_name,
         verify=_verify(args),
+        cross_signing=not getattr(args, "no_cross_signing", False),
     )
     try:
         out.progress("first sync…")
@@ -281,9 +287,17 @@ async def outbox(args: argparse.Namespace, out: Printer) -> int:
     return EXIT_OK
 
 
+def warn_identity_changes(client: Client, out: Printer) -> None:
+    """Identity changes the last sync revealed, as warnings on stderr (never in the --json stream)."""
+    for change in client.crypto.identity_changes:
+        out.progress(identity_change_warning(change))
+    client.crypto.identity_changes.clear()
+
+
 async def history(args: argparse.Namespace, out: Printer) -> int:
     async with opened(args) as client:
         await client.sync_once(0)
+        warn_identity_changes(client, out)
         for m in await client.history(args.room, args.limit):
             out.result(message_json(args.room, m), message_text(m))
     return EXIT_OK
@@ -351,6 +365,7 @@ async def tail(args: argparse.Namespace, out: Printer) -> int:
     """Follow a room: catch up silently, then print each new message as it arrives."""
     async with opened(args) as client:
         await client.sync_once(0)  # what is already there is history, not news
+        warn_identity_changes(client, out)
         await client.room(args.room)  # a clear error for an unknown room, before waiting
         translating = await _TailTranslation.for_room(args, client)
         seen = 0
@@ -358,6 +373,7 @@ async def tail(args: argparse.Namespace, out: Printer) -> int:
 
         async def on_batch(batch: SyncBatch, _confirmed: list[OutboxEntry]) -> None:
             nonlocal seen
+            warn_identity_changes(client, out)
             new_ids = [
                 e.event_id
                 for update in batch.rooms
@@ -413,25 +429,8 @@ async def devices(args: argparse.Namespace, out: Printer) -> int:
             await client.delete_device(args.device, password)
             out.result({"type": "device_deleted", "device_id": args.device}, f"deleted device {args.device}")
             return EXIT_OK
-        user = args.user or client.user_id
+        user = client.user_id  # another user's devices: trust_commands.user_devices
         known = await client.device_keys(user)
-        if args.user:
-            for device_id, keys in sorted(known.items()):
-                out.result(
-                    {"type": "device", "user_id": user, "device_id": device_id, **keys},
-                    f"{user} {device_id}  curve25519 {keys['curve25519']}  ed25519 {keys['ed25519']}",
-                )
-            for device_id, refused in sorted((await client.crypto.machine.rejected_devices(user)).items()):
-                out.result(
-                    {
-                        "type": "refused_device",
-                        "user_id": user,
-                        "device_id": device_id,
-                        "reason": refused.reason,
-                    },
-                    f"{user} {device_id}  REFUSED: {refused.reason} (gets no room keys)",
-                )
-            return EXIT_OK
         for d in await client.devices():
             current = d.device_id == client.device_id
             keys = known.get(d.device_id, {})

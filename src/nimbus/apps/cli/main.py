@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from nimbus.apps.cli import ai_commands, ai_search, ai_translate, commands, demo
+from nimbus.apps.cli import ai_commands, ai_search, ai_translate, commands, demo, trust_commands
 from nimbus.apps.cli.output import EXIT_ERROR, EXIT_TIMEOUT, CliTimeout, Printer
 from nimbus.homeserver import cli as homeserver_cli
 from nimbus.types.errors import NimbusError
@@ -46,6 +46,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--password-file", metavar="FILE")
     p.add_argument("--password-env", metavar="VAR")
     p.add_argument("--device-name", default="nimbus CLI")
+    p.add_argument(
+        "--no-cross-signing",
+        action="store_true",
+        help="do not create a cross-signing identity on a first login (the device stays unsigned); "
+        "for tests, and for users who set their identity up in another client",
+    )
     p.set_defaults(func=commands.login)
 
     add(
@@ -107,14 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.history)
 
     p = add(
-        "devices", "list your devices (or --user's) with their keys, or revoke one: 'devices delete DEVICE'"
+        "devices",
+        "list your devices (or --user's, with their trust), revoke one: 'devices delete DEVICE', "
+        "or cross-sign another of yours from a device holding your keys: 'devices sign DEVICE'",
     )
-    p.add_argument("action", nargs="?", choices=["list", "delete"], default="list")
+    p.add_argument("action", nargs="?", choices=["list", "delete", "sign"], default="list")
     p.add_argument("device", nargs="?")
-    p.add_argument("--user", help="list this user's devices as your device's crypto knows them")
+    p.add_argument(
+        "--user", help="list this user's devices, their trust and identity as your device's crypto knows them"
+    )
     p.add_argument("--password-file", metavar="FILE")
     p.add_argument("--password-env", metavar="VAR")
-    p.set_defaults(func=commands.devices)
+    p.set_defaults(func=trust_commands.devices)
+    trust_commands.register(sub, common)
 
     p = add("send-file", "send a file (encrypted on the device in an encrypted room)")
     p.add_argument("room")
