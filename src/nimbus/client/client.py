@@ -41,6 +41,9 @@ from nimbus.types.ids import DeviceId, RoomId, UserId, parse_room_id
 log = logging.getLogger("nimbus.client")
 
 
+CROSS_SIGNING_SETTING = "cross_signing"  # "auto" (make an identity if we have none), "off", "done"…
+
+
 class NotLoggedIn(NimbusError):
     """The profile has no session: log in first."""
 
@@ -159,9 +162,12 @@ class Client:
             await store.save_session(session)
             transport.access_token = session.access_token
             client = await cls._assemble(store, transport, session, profile)
+            # The choice is saved first: a login killed before the bootstrap finishes it at next open.
+            client.crypto.machine.set_setting(CROSS_SIGNING_SETTING, "auto" if cross_signing else "off")
+            await client.crypto.commit()
             await client.crypto.send_outgoing()  # publish the new device's keys
             if cross_signing:
-                await client.crypto.bootstrap_cross_signing(password)
+                await client._bootstrap(password)
             return client
         except BaseException:
             if store is not None:
@@ -197,15 +203,20 @@ class Client:
         await client._finish_cross_signing()
         return client
 
+    async def _bootstrap(self, password: str | None) -> None:
+        made = await self.crypto.bootstrap_cross_signing(password)
+        # "done": ours, uploaded; "elsewhere": the user has an identity made on another device
+        self.crypto.machine.set_setting(CROSS_SIGNING_SETTING, "done" if made else "elsewhere")
+        await self.crypto.commit()
+
     async def _finish_cross_signing(self) -> None:
-        """A bootstrap interrupted after its keys were saved (a crash, the server away) is finished
-        now if the server allows it without the password; otherwise `nimbus identity` says so."""
-        if await self.crypto.machine.own_cross_signing_keys() is None:
-            return
-        if await self.crypto.machine.cross_signing_uploaded():
+        """A bootstrap interrupted (a login killed before it, a crash after the keys were saved, the
+        server away) is finished now if the server allows it without the password (a user's first
+        cross-signing upload needs none on Synapse, MSC3967); otherwise `nimbus identity` says so."""
+        if await self.crypto.machine.setting(CROSS_SIGNING_SETTING) != "auto":
             return
         try:
-            await self.crypto.bootstrap_cross_signing(None)
+            await self._bootstrap(None)
         except Exception as exc:  # offline, or the server wants the password: say so, keep the keys
             log.warning("cross-signing keys not uploaded yet (%s)", type(exc).__name__)
 

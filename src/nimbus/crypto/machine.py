@@ -501,6 +501,13 @@ class OlmMachine:
             )
         return out
 
+    async def setting(self, name: str) -> str | None:
+        rec = await self._state.get(SettingRecord, records.SETTING, "", name)
+        return None if rec is None else rec.value
+
+    def set_setting(self, name: str, value: str) -> None:
+        self._state.put(records.SETTING, "", name, SettingRecord(value))
+
     async def set_sharing_mode(self, mode: SharingMode) -> None:
         """Choose the sharing policy; every outbound session is replaced so it applies at once."""
         self.sharing_mode = SharingMode(mode)
