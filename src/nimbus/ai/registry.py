@@ -19,11 +19,12 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from nimbus.ai.interfaces import CapabilityMissing
+from nimbus.ai.interfaces import CapabilityMissing, Translator
 
 if TYPE_CHECKING:  # the backends' modules import their packages' dependencies (numpy): only on use
     from nimbus.ai.embeddings import E5Embedder
     from nimbus.ai.langid import FastTextLanguageIdentifier
+    from nimbus.ai.translation_ct2 import RoutingTranslator
 
 
 @dataclass(frozen=True)
@@ -145,3 +146,22 @@ def embedder() -> E5Embedder:
     from nimbus.ai.embeddings import E5Embedder
 
     return E5Embedder()
+
+
+def translator() -> RoutingTranslator:
+    """Every installed translation engine as one `Translator`: each pair goes to an installed neural
+    model (`nimbus ai install`, CTranslate2) first, then to Apertium. Loads no model (lazily, on use)."""
+    from nimbus.ai.models import KIND_TRANSLATION, installed_models
+    from nimbus.ai.translation import ApertiumTranslator
+    from nimbus.ai.translation_ct2 import CTranslate2Translator, RoutingTranslator
+
+    engines: list[Translator] = [CTranslate2Translator(m.path) for m in installed_models(KIND_TRANSLATION)]
+    if shutil.which("apertium") is not None:
+        engines.append(ApertiumTranslator())
+    return RoutingTranslator(engines)
+
+
+def translator_for(source: str, target: str) -> Translator:
+    """The engine for one pair (neural model first, then Apertium), or `CapabilityMissing` naming how
+    to install a model for it (`nimbus ai install ...`) or an Apertium pair."""
+    return translator().engine_for(source, target)

@@ -9,7 +9,9 @@ import argparse
 import time
 
 from nimbus.ai import registry
+from nimbus.ai.models import installed_models
 from nimbus.ai.search import SearchIndex
+from nimbus.apps.cli.ai_install import describe, summary
 from nimbus.apps.cli.commands import opened
 from nimbus.apps.cli.output import EXIT_OK, Printer
 
@@ -85,4 +87,6 @@ async def status(args: argparse.Namespace, out: Printer) -> int:
         f"{engine.name:<22} {'installed' if engine.installed else 'missing':<28} {'':>8}  "
         f"enables: translation\n  pairs: {pairs}\n  {engine.hint}",
     )
+    for model in installed_models():  # `nimbus ai install`: reads manifests only, loads nothing
+        out.result(dict(describe(model), type="ai_model"), "model  " + summary(model))
     return EXIT_OK

@@ -13,7 +13,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from nimbus.apps.cli import ai_commands, ai_search, ai_translate, commands, demo, trust_commands
+from nimbus.apps.cli import ai_commands, ai_install, ai_search, ai_translate, commands, demo, trust_commands
 from nimbus.apps.cli.output import EXIT_ERROR, EXIT_TIMEOUT, CliTimeout, Printer
 from nimbus.homeserver import cli as homeserver_cli
 from nimbus.types.errors import NimbusError
@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
         "status", help="installed AI backends, sizes, the features they enable", parents=[common]
     )
     p.set_defaults(func=ai_search.status)
+    ai_install.add_subcommands(ai_sub, common)  # ai install SOURCE, ai remove NAME
 
     p = add("demo", "start a two-server local federation and show two people talking across it")
     p.add_argument("--dir", help="where the demo keeps its servers and profiles (default ./.nimbus-demo)")
