@@ -11,8 +11,9 @@ Figures, each with a baseline measured in the same run:
   the first --embed are real generated chat messages embedded by the model, the rest random unit
   vectors (the scan costs the same for any vector; embedding all 10,000 takes minutes on 2 cores).
   Indexing rate: messages/s through SearchIndex.add_many into an encrypted SQLite store.
-- translation (Apertium, en<->es): chrF and BLEU (sacrebleu==2.6.0); baseline = the untranslated
-  source; ms a message batched and alone.
+- translation (Apertium, en<->es; `--translation-engine best`: an installed neural model per pair
+  when there is one): chrF and BLEU (sacrebleu==2.6.0); baseline = the untranslated source; ms a
+  message batched and alone.
 - peak RSS of the process (ru_maxrss) after everything.
 The last line is one JSON object with every figure.
 """
@@ -34,6 +35,7 @@ import numpy as np
 
 from nimbus.ai.catchup import catch_up
 from nimbus.ai.embeddings import E5Embedder
+from nimbus.ai.interfaces import Translator
 from nimbus.ai.langid import FastTextLanguageIdentifier
 from nimbus.ai.replies import ChatLine, SmartReplies, intents
 from nimbus.ai.search import IndexedMessage, SearchIndex
@@ -234,22 +236,36 @@ def eval_smart_replies() -> dict[str, object]:
     return out
 
 
-def eval_translation() -> dict[str, object]:
+def eval_translation(choice: str = "apertium") -> dict[str, object]:
     """Translation on bench/data/translation_chat.tsv (30 chat messages, en<->es, hand-written
     references) with the installed Apertium pair: corpus chrF and BLEU (sacrebleu), both ways.
     Baseline: the untranslated source scored against the reference (what showing the original gives).
-    Latency: one message per engine run (p50), and the whole set in one batched run per message."""
+    Latency: one message per engine run (p50), and the whole set in one batched run per message.
+    `choice` "best" evaluates what nimbus would use: an installed neural model (`nimbus ai install`,
+    CTranslate2) for a pair when there is one, else Apertium; pairs with no engine are skipped."""
     import sacrebleu  # bench-only dependency: sacrebleu==2.6.0
 
     from nimbus.ai.translation import ApertiumTranslator
 
     data = [(r[0], r[1]) for r in rows("translation_chat.tsv")]
     english, spanish = [en for en, _ in data], [es for _, es in data]
-    engine = ApertiumTranslator()
+    if choice == "best":
+        from nimbus.ai import registry
+
+        engine: Translator = registry.translator()
+    else:
+        engine = ApertiumTranslator()
     out: dict[str, object] = {"translation_messages": len(data), "translation_engine": engine.name}
     for source, target, texts, refs in (("en", "es", english, spanish), ("es", "en", spanish, english)):
+        if (source, target) not in engine.pairs():
+            out[f"translation_{source}_{target}_engine"] = None  # no engine installed for this pair
+            continue
+        out[f"translation_{source}_{target}_engine"] = getattr(engine, "engine_for", lambda s, t: engine)(
+            source, target
+        ).name
         t0 = time.perf_counter()
-        hyps = engine.translate_many(texts, source, target)
+        many = getattr(engine, "translate_many", None)
+        hyps = many(texts, source, target) if many else [engine.translate(t, source, target) for t in texts]
         batch_ms = (time.perf_counter() - t0) * 1000 / len(texts)
         tag = f"translation_{source}_{target}"
         out[f"{tag}_chrf"] = round(sacrebleu.corpus_chrf(hyps, [refs]).score, 2)
@@ -257,11 +273,11 @@ def eval_translation() -> dict[str, object]:
         out[f"{tag}_baseline_untranslated_chrf"] = round(sacrebleu.corpus_chrf(texts, [refs]).score, 2)
         out[f"{tag}_batched_ms_per_message"] = round(batch_ms, 1)
     single = []
-    for text in english[:10]:
+    for text in english[:10] if ("en", "es") in engine.pairs() else []:
         t0 = time.perf_counter()
         engine.translate(text, "en", "es")
         single.append((time.perf_counter() - t0) * 1000)
-    out["translation_single_message_p50_ms"] = round(pct(single, 0.5), 1)
+    out["translation_single_message_p50_ms"] = round(pct(single, 0.5), 1) if single else None
     return out
 
 
@@ -303,13 +319,19 @@ def main() -> None:
     parser.add_argument(
         "--embed", type=int, default=256, help="generated messages really embedded (indexing rate)"
     )
+    parser.add_argument(
+        "--translation-engine",
+        choices=["apertium", "best"],
+        default="apertium",
+        help="best: an installed neural model (nimbus ai install) per pair when there is one, else Apertium",
+    )
     args = parser.parse_args()
     figures: dict[str, object] = {}
     figures.update(eval_langid())
     figures.update(asyncio.run(eval_search(args.fill, args.embed)))
     figures.update(eval_smart_replies())
     figures.update(eval_catchup())
-    figures.update(eval_translation())
+    figures.update(eval_translation(args.translation_engine))
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     figures["ratio_langid_vs_raw_top1"] = round(
         float(figures["langid_open_accuracy"]) / float(figures["langid_baseline_raw_top1_accuracy"]),

@@ -99,3 +99,24 @@ async def test_socket_creation_blocked_in_process(monkeypatch: pytest.MonkeyPatc
         assert t.status == "translated" and t.source == "es" and t.text is not None
         assert "cat" in t.text.lower() and "fish" in t.text.lower()
     assert attempts == []
+
+
+def test_neural_translation_with_sockets_blocked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CTranslate2 translator (a tiny model built here, installed from a folder) under the same block."""
+    pytest.importorskip("ctranslate2", reason="needs ctranslate2==4.8.5")
+    from nimbus.ai.models import install
+
+    from ._tiny_models import tiny_marian
+
+    attempts: list[str] = []
+
+    def blocked(*args: object, **kwargs: object) -> object:
+        attempts.append("network")
+        raise OSError("network access attempted by AI code")
+
+    for name in ("socket", "create_connection", "getaddrinfo", "socketpair"):
+        monkeypatch.setattr(socket, name, blocked)
+    monkeypatch.setenv("NIMBUS_MODELS_DIR", str(tmp_path / "models"))
+    install(tiny_marian(tmp_path / "opus-mt-en-de"))
+    out = registry.translator_for("en", "de").translate("the cat sees the dog", "en", "de")
+    assert out.strip() and attempts == []

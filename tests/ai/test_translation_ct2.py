@@ -163,3 +163,9 @@ def test_routing_sends_each_pair_to_the_first_engine_that_has_it() -> None:
     assert router.translate_many(["a", "b"], "es", "en") == ["apertium*:a", "apertium*:b"]
     with pytest.raises(CapabilityMissing, match=r"nimbus ai install hf:Helsinki-NLP/opus-mt-fr-de"):
         router.translate("salut", "fr", "de")
+
+
+def test_a_long_message_stays_within_the_models_positions(installed: Path) -> None:
+    long = " ".join(["the big red car sees the small green tree"] * 20)  # > 64 pieces, the tiny table
+    out = CTranslate2Translator(installed).translate(long, "en", "de")
+    assert out.strip()

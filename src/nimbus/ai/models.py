@@ -215,7 +215,9 @@ def _from_marian(src: Path, dest: Path, name: str, languages: str | None) -> dic
     shutil.copy2(src / "source.spm", dest / "source.spm")
     shutil.copy2(src / "target.spm", dest / "target.spm")
     pair = _languages(src, name, languages)
-    details = {"main": "model", "source_spm": "source.spm", "target_spm": "target.spm", "converted": "int8"}
+    positions = int(json.loads((src / "config.json").read_text("utf-8")).get("max_position_embeddings", 512))
+    details = {"main": "model", "source_spm": "source.spm", "target_spm": "target.spm", "converted": "int8",
+               "max_positions": positions}  # fmt: skip
     return {"kind": KIND_TRANSLATION, "engine": "ctranslate2", "languages": [pair], "details": details}
 
 

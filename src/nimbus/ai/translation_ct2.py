@@ -106,6 +106,7 @@ class CTranslate2Translator:
 
     def _translate_lines(self, lines: list[str]) -> list[str]:
         engine, source, target = self._load()
+        limit = int(self._details.get("max_positions", 512)) - 1  # the model's position table
         out: list[str] = []
         for start in range(0, len(lines), self.batch_size):
             chunk = lines[start : start + self.batch_size]
@@ -115,8 +116,8 @@ class CTranslate2Translator:
                     tokens,
                     beam_size=self.beam_size,
                     max_batch_size=self.batch_size,
-                    max_input_length=512,
-                    max_decoding_length=min(512, 2 * max(len(t) for t in tokens) + 10),
+                    max_input_length=limit,
+                    max_decoding_length=min(limit, 2 * max(len(t) for t in tokens) + 10),
                     replace_unknowns=True,
                 )
             except (RuntimeError, ValueError) as exc:
