@@ -63,53 +63,35 @@ from nimbus.crypto.identity.manager import (
     IdentityManager,
     TrustLevel,
     UserIdentity,
-    VerifiedIdentityChanged,
 )
 from nimbus.crypto.megolm.inbound import DecryptedEvent, GroupSessionReceiver
-from nimbus.crypto.megolm.outbound import TO_DEVICE_BATCH, GroupSessionSender, shared_history_for
-from nimbus.crypto.olm.account import MEGOLM_ALGORITHM, OLM_ALGORITHM, AccountMachine
+from nimbus.crypto.megolm.outbound import GroupSessionSender, shared_history_for
+from nimbus.crypto.olm.account import OLM_ALGORITHM, AccountMachine
 from nimbus.crypto.olm.sessions import OlmFailure, OlmSessions
 from nimbus.crypto.records import (
     DeviceRecord,
-    NoOlmRecord,
     OutgoingRecord,
     RejectedDeviceRecord,
     SettingRecord,
 )
+from nimbus.crypto.sharing.policy import SharingMode, SharingPolicy
 from nimbus.crypto.state import State
 from nimbus.crypto.store import CryptoChanges, CryptoStore
 from nimbus.types.events import Event
 
 __all__ = [
+    "CrossSigningPlan",
     "DecryptedEvent",
+    "DeviceInfo",
     "OlmMachine",
     "OutgoingRequest",
     "RequestKind",
+    "SharingMode",
     "ToDeviceResult",
     "ToDeviceStatus",
 ]
 
 NO_OTK_RETRY_MS = 60 * 60 * 1000
-
-
-class SharingMode(enum.StrEnum):
-    """Who gets room keys (spec v1.18 "Recommended client behaviour", MSC4153).
-
-    LEGACY: every device of every member (blocked devices excepted).
-    CROSS_SIGNED: only devices cross-signed by their owner; the others get m.room_key.withheld
-    `m.unverified`, and events from them are not shown (DecryptionCause.UNVERIFIED_SENDER).
-    """
-
-    LEGACY = "legacy"
-    CROSS_SIGNED = "cross_signed"
-
-
-DEFAULT_SHARING_MODE = SharingMode.CROSS_SIGNED  # the spec's current recommendation
-WITHHELD_REASONS = {
-    "m.unverified": "The sender shares keys only with devices cross-signed by their owner.",
-    "m.blacklisted": "The sender blocked this device.",
-    "m.no_olm": "Unable to establish a secure channel (no one-time key).",
-}
 
 
 @dataclass(frozen=True)
@@ -188,8 +170,7 @@ class OlmMachine:
         self._gossip = KeyGossip(
             state, account, self._tracker, self._olm, self, pickle_key, self._sender.store_outgoing
         )
-        self.sharing_mode = DEFAULT_SHARING_MODE
-        self.block_verified_changes = True  # policy: a verified user's new identity blocks sending
+        self._policy = SharingPolicy(state, account, self._identities, self._sender, self.device_trust)
 
     @classmethod
     async def load(cls, store: CryptoStore, user_id: str, device_id: str, pickle_key: bytes) -> OlmMachine:
@@ -201,8 +182,21 @@ class OlmMachine:
         await machine._tracker.track([user_id])
         mode = await state.get(SettingRecord, records.SETTING, "", "sharing_mode")
         if mode is not None and mode.value in SharingMode.__members__.values():
-            machine.sharing_mode = SharingMode(mode.value)
+            machine._policy.mode = SharingMode(mode.value)
         return machine
+
+    @property
+    def sharing_mode(self) -> SharingMode:
+        return self._policy.mode
+
+    @property
+    def block_verified_changes(self) -> bool:
+        """Policy option: a verified user's new, unacknowledged identity blocks sending to them."""
+        return self._policy.block_verified_changes
+
+    @block_verified_changes.setter
+    def block_verified_changes(self, value: bool) -> None:
+        self._policy.block_verified_changes = value
 
     @property
     def user_id(self) -> str:
@@ -510,8 +504,8 @@ class OlmMachine:
 
     async def set_sharing_mode(self, mode: SharingMode) -> None:
         """Choose the sharing policy; every outbound session is replaced so it applies at once."""
-        self.sharing_mode = SharingMode(mode)
-        self._state.put(records.SETTING, "", "sharing_mode", SettingRecord(self.sharing_mode.value))
+        self._policy.mode = SharingMode(mode)
+        self._state.put(records.SETTING, "", "sharing_mode", SettingRecord(self._policy.mode.value))
         for room_id in await self._state.list_raw(records.OUTBOUND, ""):
             self._sender.invalidate(room_id)
 
@@ -535,7 +529,7 @@ class OlmMachine:
         for user in set(members):
             devs = await self._tracker.devices(user)
             devices[user] = {k: d for k, d in devs.items() if (user, k) != (self.user_id, self.device_id)}
-        eligible, withheld = await self._apply_policy(devices)
+        eligible, withheld = await self._policy.split(devices)
         shared_history = shared_history_for(history_visibility)
         rec = await self._sender.prepare(room_id, eligible, shared_history, encryption, now_ms)
         targets = [
@@ -561,97 +555,12 @@ class OlmMachine:
         if missing:
             return self._claim(missing, now_ms)
         stored = await self._sender.share(room_id, rec, targets, now_ms)
-        stored += await self._send_withheld(room_id, withheld, now_ms)
-        stored += await self._send_no_olm(no_olm, now_ms)
+        stored += await self._policy.withheld_notices(room_id, withheld)
+        stored += await self._policy.no_olm_notices(no_olm, now_ms)
         return [
             OutgoingRequest(rid, RequestKind.TO_DEVICE, send_to_device(o.event_type, o.messages, o.txn_id))
             for rid, o in stored
         ]
-
-    async def _apply_policy(
-        self, devices: dict[str, dict[str, DeviceRecord]]
-    ) -> tuple[dict[str, dict[str, DeviceRecord]], list[tuple[DeviceRecord, str]]]:
-        """Split members' devices into those that get the room key and those withheld (with the code).
-
-        Spec: "Reporting that decryption keys are withheld"; v1.18 "Recommended client behaviour".
-        Raises VerifiedIdentityChanged when a member we verified shows a new, unacknowledged identity.
-        """
-        if self.block_verified_changes:
-            violating = [u for u in sorted(devices) if await self._identities.verification_violation(u)]
-            if violating:
-                raise VerifiedIdentityChanged(violating)
-        eligible: dict[str, dict[str, DeviceRecord]] = {}
-        withheld: list[tuple[DeviceRecord, str]] = []
-        for user, devs in devices.items():
-            eligible[user] = {}
-            blocked = await self._identities.blocked_devices(user)
-            for device_id, d in devs.items():
-                if device_id in blocked:
-                    withheld.append((d, "m.blacklisted"))
-                elif (
-                    self.sharing_mode == SharingMode.CROSS_SIGNED
-                    and await self.device_trust(d) == TrustLevel.UNSIGNED
-                ):
-                    withheld.append((d, "m.unverified"))
-                else:
-                    eligible[user][device_id] = d
-        return eligible, withheld
-
-    async def _send_withheld(
-        self, room_id: str, withheld: list[tuple[DeviceRecord, str]], now_ms: int
-    ) -> list[tuple[str, OutgoingRecord]]:
-        """m.room_key.withheld (plaintext to-device) once per device and session."""
-        rec = await self._sender.current(room_id)
-        if rec is None or not withheld:
-            return []
-        sent = {u: dict(d) for u, d in rec.withheld_from.items()}
-        fresh = [(d, code) for d, code in withheld if sent.get(d.user_id, {}).get(d.device_id) != code]
-        if not fresh:
-            return []
-        messages: dict[str, dict[str, dict[str, Any]]] = {}
-        for d, code in fresh:
-            messages.setdefault(d.user_id, {})[d.device_id] = {
-                "algorithm": MEGOLM_ALGORITHM,
-                "room_id": room_id,
-                "session_id": rec.session_id,
-                "sender_key": self._account.curve25519,
-                "from_device": self.device_id,
-                "code": code,
-                "reason": WITHHELD_REASONS[code],
-            }
-            sent.setdefault(d.user_id, {})[d.device_id] = code
-        self._state.put(records.OUTBOUND, "", room_id, replace(rec, withheld_from=sent))
-        return self._batched("m.room_key.withheld", messages)
-
-    async def _send_no_olm(
-        self, devices: list[DeviceRecord], now_ms: int
-    ) -> list[tuple[str, OutgoingRecord]]:
-        """m.room_key.withheld `m.no_olm`, once per device, without room or session id (spec)."""
-        messages: dict[str, dict[str, dict[str, Any]]] = {}
-        for d in devices:
-            if await self._state.get_raw(records.NO_OLM, d.user_id, d.device_id) is not None:
-                continue
-            messages.setdefault(d.user_id, {})[d.device_id] = {
-                "algorithm": MEGOLM_ALGORITHM,
-                "sender_key": self._account.curve25519,
-                "from_device": self.device_id,
-                "code": "m.no_olm",
-                "reason": WITHHELD_REASONS["m.no_olm"],
-            }
-            self._state.put(records.NO_OLM, d.user_id, d.device_id, NoOlmRecord(now_ms))
-        return self._batched("m.room_key.withheld", messages) if messages else []
-
-    def _batched(
-        self, event_type: str, messages: dict[str, dict[str, dict[str, Any]]]
-    ) -> list[tuple[str, OutgoingRecord]]:
-        flat = [(u, k, c) for u, devs in messages.items() for k, c in devs.items()]
-        out = []
-        for i in range(0, len(flat), TO_DEVICE_BATCH):
-            batch: dict[str, dict[str, dict[str, Any]]] = {}
-            for user, device_id, content in flat[i : i + TO_DEVICE_BATCH]:
-                batch.setdefault(user, {})[device_id] = content
-            out.append(self._sender.store_outgoing(event_type, batch))
-        return out
 
     async def encrypt_room_event(
         self, room_id: str, event_type: str, content: dict[str, Any], *, now_ms: int

@@ -170,13 +170,21 @@ class GroupSessionSender:
                 continue
             messages.append((device.user_id, device.device_id, content))
             shared.setdefault(device.user_id, {})[device.device_id] = device.curve25519
+        out = self.store_batched("m.room.encrypted", messages)
+        self.state.put(records.OUTBOUND, "", room_id, _replace(rec, shared_with=shared))
+        return out
+
+    def store_batched(
+        self, event_type: str, messages: list[tuple[str, str, dict[str, Any]]]
+    ) -> list[tuple[str, OutgoingRecord]]:
+        """(user, device, content) messages stored as outgoing to-device requests of at most
+        TO_DEVICE_BATCH messages each."""
         out = []
         for i in range(0, len(messages), TO_DEVICE_BATCH):
             batch: dict[str, dict[str, dict[str, Any]]] = {}
             for user, device_id, content in messages[i : i + TO_DEVICE_BATCH]:
                 batch.setdefault(user, {})[device_id] = content
-            out.append(self.store_outgoing("m.room.encrypted", batch))
-        self.state.put(records.OUTBOUND, "", room_id, _replace(rec, shared_with=shared))
+            out.append(self.store_outgoing(event_type, batch))
         return out
 
     def store_outgoing(
