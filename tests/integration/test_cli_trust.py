@@ -47,7 +47,9 @@ def test_identity_devices_sign_verify_block_and_withheld_messages(
     a1, a2, b = tmp_path / "alice1", tmp_path / "alice2", tmp_path / "bob"
 
     # The first login makes alice's identity and signs its device.
-    dev1 = login(a1, url, alice, alice_pw).objects[0]["device_id"]
+    first = login(a1, url, alice, alice_pw).objects[0]
+    dev1 = first["device_id"]
+    assert first["cross_signed"] is True and first["master_key"]
     me = ok(nimbus(a1, "identity", "--json")).objects[0]
     assert me["type"] == "identity" and me["user_id"] == alice and me["device_id"] == dev1
     master = me["master_key"]
@@ -58,7 +60,9 @@ def test_identity_devices_sign_verify_block_and_withheld_messages(
     assert "not cross-signed" not in readable
 
     # A later device of hers is unsigned, and says so.
-    dev2 = login(a2, url, alice, alice_pw).objects[0]["device_id"]
+    later = login(a2, url, alice, alice_pw).objects[0]
+    dev2 = later["device_id"]
+    assert later["cross_signed"] is False and later["master_key"] == first["master_key"]
     second = ok(nimbus(a2, "identity", "--json")).objects[0]
     assert second["master_key"] == master
     assert second["device_signed"] is False and second["has_private_keys"] is False

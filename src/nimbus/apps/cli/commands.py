@@ -103,9 +103,28 @@ async def login(args: argparse.Namespace, out: Printer) -> int:
         out.progress("first sync…")
         await client.sync_once(0)
         s = client.session
+        ident = await client.identity()
+        human = f"logged in as {s.user_id} (device {s.device_id}) on {s.homeserver}"
+        if ident.device_signed:
+            human += "; this device is cross-signed"
+        elif ident.master_key is not None:
+            human += (
+                "\nthis device is NOT cross-signed: your identity was made on another device. Until you"
+                f" sign it there (nimbus devices sign {s.device_id}), clients that follow the current"
+                " spec (and nimbus in cross_signed mode) will not share room keys with it"
+            )
+        else:
+            human += "; no cross-signing identity (see nimbus identity)"
         out.result(
-            {"type": "login", "user_id": s.user_id, "device_id": s.device_id, "homeserver": s.homeserver},
-            f"logged in as {s.user_id} (device {s.device_id}) on {s.homeserver}",
+            {
+                "type": "login",
+                "user_id": s.user_id,
+                "device_id": s.device_id,
+                "homeserver": s.homeserver,
+                "cross_signed": ident.device_signed,
+                "master_key": ident.master_key,
+            },
+            human,
         )
     finally:
         await client.close()
