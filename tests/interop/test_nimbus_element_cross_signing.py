@@ -12,7 +12,9 @@ MSC4153 (exclude devices not cross-signed by their owner).
    unsigned js device's event (cause "unverified_sender") and withholds its room key from it
    (m.unverified: js reports MEGOLM_KEY_WITHHELD_FOR_UNVERIFIED_DEVICE).
 3. js resets its identity: nimbus flags the pinned identity as changed, keeps sharing (a pinned, not
-   verified, user's change is a notice, not a block) and pins the new key on acknowledge_identity.
+   verified, user's change is a notice, not a block) and pins the new key on acknowledge_identity;
+   once nimbus verified js's key, the next reset holds nimbus's sending (VerifiedIdentityChanged, a
+   notice in the room) until acknowledged.
 Every wait is on a condition with a deadline. Needs the nimbus cross-signing API (Client.identity,
 user_devices, user_identity, acknowledge_identity, set_sharing_mode, login(cross_signing=False)).
 """
@@ -26,6 +28,7 @@ from pathlib import Path
 import pytest
 
 from nimbus.client.client import Client
+from nimbus.crypto.identity.manager import VerifiedIdentityChanged
 from nimbus.homeserver import Homeserver
 from tests.fixtures_synapse import NewUser
 from tests.interop.conftest import JsPeerFactory
@@ -186,6 +189,16 @@ async def test_unsigned_devices_are_refused_and_withheld_both_ways(
             got = await bob.wait_for_undecryptable(room_id, event_id=event_id, codes=[UNSIGNED_SENDER])
             assert got["sender_device"] == sender.device_id and got["content"] is None
 
+        # js (only_signed) -> nimbus: the cross-signed nimbus device gets the key and reads; the
+        # unsigned nimbus devices are told the key was withheld (m.unverified) and show that cause.
+        body = f"from only_signed js {secrets.token_hex(4)}"
+        event_id = await bob.send_text(room_id, body)
+        message = await wait_event(alice, room_id, event_id)
+        assert message.body == body and message.e2ee is not None and message.e2ee["decrypted"]
+        for device in (alice2, dave):
+            message = await wait_undecryptable(device, room_id, event_id, {"withheld"})
+            assert message.e2ee is not None and message.e2ee["code"] == "m.unverified", message.e2ee
+
         # js (no cross-signing) -> nimbus (cross_signed): the event is shown undecryptable.
         event_id = await carol.send_text(room_id, f"unsigned js {secrets.token_hex(4)}")
         message = await wait_undecryptable(alice, room_id, event_id, {"unverified_sender"})
@@ -260,5 +273,20 @@ async def test_js_identity_reset_is_flagged_until_acknowledged(
         event_id = await bob.send_text(room_id, f"js after reset {secrets.token_hex(4)}")
         message = await wait_event(alice, room_id, event_id)
         assert message.e2ee is not None and message.e2ee["decrypted"]
+
+        # Now alice verifies bob's key (compared out of band); bob resets again: a verified user's new
+        # identity holds alice's messages to the room until she acknowledges it.
+        assert (await alice.verify_identity(bob_id, new_key)).verified
+        third = (await bob.reset_identity(bob_password))["masterKey"]
+        await wait_identity(alice, bob_id, lambda i: i.changed and i.master_key == third, "the second reset")
+        [notice] = (await alice.room(room_id)).notices
+        assert "since you verified it" in notice
+        with pytest.raises(VerifiedIdentityChanged):
+            await alice.send_text(room_id, "held back until acknowledged")
+        await alice.acknowledge_identity(bob_id)
+        body = f"acknowledged {secrets.token_hex(4)}"
+        await send_and_flush(alice, room_id, body)
+        got = await bob.wait_for_message(room_id, body=body, sender=alice.user_id)
+        assert got["decrypted"], got["decryption_failure"]
     finally:
         await alice.close()
