@@ -116,6 +116,10 @@ class AiStore(Protocol):
         """Every (item, value) of `kind`, in no particular order."""
         ...
 
+    async def ai_delete(self, kind: str, item: str) -> bool:
+        """Forget one AI object; whether it existed (e.g. the index entry of a redacted message)."""
+        ...
+
     async def ai_delete_all(self, kind: str | None = None) -> None:
         """Forget every AI object (of `kind`, if given)."""
         ...

@@ -400,6 +400,14 @@ class MemoryStore:
         rows = self._read().d.ai
         return [_tx.crypto_item(self._codec, i, v) for (k, _), (i, v) in rows.items() if k == kind]
 
+    async def ai_delete(self, kind: str, item: str) -> bool:
+        key = (kind, _tx.index_key(self._codec, kind, item))
+
+        def write(t: _MemoryTx) -> bool:
+            return t.d.ai.pop(key, None) is not None
+
+        return self._write(write)
+
     async def ai_delete_all(self, kind: str | None = None) -> None:
         def write(t: _MemoryTx) -> None:
             t.d.ai = {} if kind is None else {k: v for k, v in t.d.ai.items() if k[0] != kind}

@@ -433,6 +433,15 @@ class SqliteStore:
 
         return await self._run(read)
 
+    async def ai_delete(self, kind: str, item: str) -> bool:
+        key = _tx.index_key(self._codec, kind, item)
+
+        def delete(c: sqlite3.Connection) -> bool:
+            cursor = c.execute("DELETE FROM ai_objects WHERE kind = ? AND item_key = ?", (kind, key))
+            return cursor.rowcount > 0
+
+        return await self._write(delete)
+
     async def ai_delete_all(self, kind: str | None = None) -> None:
         if kind is None:
             await self._write(lambda c: c.execute("DELETE FROM ai_objects"))
