@@ -68,3 +68,27 @@ def test_model_is_loaded_once_per_process() -> None:
     first = module._model
     E5Embedder().embed(["y"])
     assert module._model is first
+
+
+def test_a_batch_gives_each_text_its_own_vector_and_repeats_the_same() -> None:
+    emb = E5Embedder()
+    texts = ["see you at noon", "the printer is jammed", "see you at noon", "  ", "ok"]
+    batch = emb.embed_array(texts)
+    assert batch.shape == (5, 384)
+    alone = [emb.embed_array([t])[0] for t in texts]
+    for got, want in zip(batch, alone, strict=True):
+        assert float(got @ want) > 0.999  # one call or one each: the same vectors
+    assert (batch[0] == batch[2]).all()  # a repeated text is embedded once and copied
+    assert float(batch[0] @ batch[1]) < 0.95
+
+
+def test_a_very_long_text_is_cut_to_one_window() -> None:
+    from nimbus.ai.embeddings import MAX_CHARS
+
+    emb = E5Embedder()
+    head = "the deployment failed because the database migration timed out. " * 30
+    long_text = head + "completely different words about cooking pasta and tomato sauce " * 200
+    assert len(head) >= MAX_CHARS
+    (v_long,) = emb.embed_array([long_text])
+    (v_head,) = emb.embed_array([head[:MAX_CHARS]])
+    assert float(v_long @ v_head) > 0.999

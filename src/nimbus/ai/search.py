@@ -12,7 +12,14 @@ Owns: `SearchIndex` (add messages, search by meaning) and how an index entry is 
   bytes; the in-memory copy is rounded the same way, so results do not change across a reopen).
 - The index remembers which embedder made its vectors; opened with another one, it starts empty
   (the old vectors are useless) and the caller re-indexes.
-- Embedding runs in a worker thread, never on the event loop. Message text is never logged.
+- Embedding runs in a worker thread, never on the event loop, `_BATCH` messages per engine call:
+  events decrypted together (one sync batch, across rooms) are embedded together. A text already in
+  the index (same words: "ok", "thanks!") reuses its vector instead of being embedded again.
+- Redactions (https://spec.matrix.org/v1.12/client-server-api/#redactions): when an
+  `m.room.redaction` arrives, or an event whose `unsigned.redacted_because` is set, the redacted
+  message's entry is deleted from memory and the store (`AiStore.ai_delete`), with every cached
+  translation of it (kind "translation", see nimbus.ai.translation), and it is not indexed again
+  later in this process. Message text is never logged.
 """
 
 from __future__ import annotations
@@ -33,7 +40,8 @@ from nimbus.types.events import Event
 
 ENTRY = "search_entry"
 META = "search_meta"
-_BATCH = 32
+TRANSLATION = "translation"  # nimbus.ai.translation.KIND: items are JSON [event id, target language]
+_BATCH = 64
 # Spec: https://spec.matrix.org/v1.12/client-server-api/#mroommessage-msgtypes — the msgtypes whose
 # `body` is the message a person wrote (files and images carry a file name there instead).
 TEXT_MSGTYPES = frozenset({"m.text", "m.notice", "m.emote"})
@@ -74,6 +82,21 @@ def message_text(event: Event) -> str | None:
     return body
 
 
+def redacted_ids(event: Event) -> list[str]:
+    """The event ids a room event says are redacted: the target of an `m.room.redaction` (`redacts`
+    in content since room version 11, top-level before), and the event itself when its
+    `unsigned.redacted_because` is set (a redacted event as the server serves it).
+    Spec: https://spec.matrix.org/v1.12/client-server-api/#redactions"""
+    out = []
+    if event.type == "m.room.redaction" and not event.is_state:
+        target = event.content.get("redacts", event.raw.get("redacts"))
+        if isinstance(target, str) and target:
+            out.append(target)
+    if isinstance(event.unsigned.get("redacted_because"), dict):
+        out.append(event.event_id)
+    return out
+
+
 def _key(room_id: str, event_id: str) -> str:
     return json.dumps([room_id, event_id], ensure_ascii=False)
 
@@ -112,6 +135,8 @@ class SearchIndex:
         self._rooms: list[str] = []  # per row
         self._room_rows: npt.NDArray[np.object_] | None = None  # cached array of `_rooms`
         self._seen: set[tuple[str, str]] = set()
+        self._redacted: set[tuple[str, str]] = set()  # never (re-)indexed in this process
+        self._by_text: dict[str, int] = {}  # text -> a row holding its vector
         self._matrix = np.zeros((0, self._dims), dtype=np.float32)
         self._lock = asyncio.Lock()
 
@@ -151,6 +176,8 @@ class SearchIndex:
             grown[:n] = self._matrix[:n]
             self._matrix = grown
         self._matrix[n:need] = np.stack(vectors)
+        for row, m in enumerate(messages, start=n):
+            self._by_text.setdefault(m.text, row)
         self._messages.extend(messages)
         self._rooms.extend(m.room_id for m in messages)
         self._room_rows = None
@@ -167,13 +194,19 @@ class SearchIndex:
             keys: set[tuple[str, str]] = set()
             for m in messages:
                 key = (m.room_id, m.event_id)
-                if m.text.strip() and key not in self._seen and key not in keys:
+                if m.text.strip() and key not in self._seen and key not in keys and key not in self._redacted:
                     fresh.append(m)
                     keys.add(key)
             for start in range(0, len(fresh), _BATCH):
                 batch = fresh[start : start + _BATCH]
-                vectors = await asyncio.to_thread(self._embed, [m.text for m in batch], False)
-                halves = vectors.astype(np.float16)
+                halves = np.zeros((len(batch), self._dims), dtype=np.float16)
+                todo = [i for i, m in enumerate(batch) if m.text not in self._by_text]
+                for i, m in enumerate(batch):
+                    if m.text in self._by_text:  # same text indexed before: same vector
+                        halves[i] = self._matrix[self._by_text[m.text]]
+                if todo:
+                    vectors = await asyncio.to_thread(self._embed, [batch[i].text for i in todo], False)
+                    halves[todo] = vectors.astype(np.float16)
                 await self._store.ai_put_many(
                     ENTRY,
                     [
@@ -185,15 +218,50 @@ class SearchIndex:
             return len(fresh)
 
     async def index_room_messages(self, events: Iterable[Event]) -> int:
-        """Index the text messages among decrypted room events (others are skipped); how many were new."""
+        """Index the text messages among decrypted room events (others are skipped) and apply the
+        redactions among them; how many messages were new. Events may come from many rooms (e.g.
+        everything one sync decrypted): they are embedded together, `_BATCH` per engine call."""
         found = []
+        redacted: list[tuple[str, str]] = []
         for event in events:
+            redacted.extend((event.room_id, target) for target in redacted_ids(event))
             text = message_text(event)
             if text is not None:
                 found.append(
                     IndexedMessage(event.room_id, event.event_id, event.sender, event.origin_server_ts, text)
                 )
+        if redacted:
+            await self.remove(redacted)
         return await self.add_many(found)
+
+    async def remove(self, keys: Iterable[tuple[str, str]]) -> int:
+        """Forget the (room id, event id) messages (redacted): their index entries, in memory and in
+        the store, and their cached translations; they are not indexed again. How many were indexed."""
+        async with self._lock:
+            wanted = set(keys)
+            if not wanted:
+                return 0
+            self._redacted |= wanted
+            for room_id, event_id in wanted:
+                await self._store.ai_delete(ENTRY, _key(room_id, event_id))
+            event_ids = {event_id for _, event_id in wanted}
+            for item, _ in await self._store.ai_list(TRANSLATION):
+                try:
+                    cached_event = json.loads(item)[0]
+                except (ValueError, IndexError, KeyError, TypeError):
+                    continue
+                if cached_event in event_ids:
+                    await self._store.ai_delete(TRANSLATION, item)
+            keep = [i for i, m in enumerate(self._messages) if (m.room_id, m.event_id) not in wanted]
+            removed = len(self._messages) - len(keep)
+            if removed:
+                messages = [self._messages[i] for i in keep]
+                matrix = self._matrix[keep]
+                self._messages, self._rooms, self._seen, self._room_rows = [], [], set(), None
+                self._by_text = {}
+                self._matrix = np.zeros((0, self._dims), dtype=np.float32)
+                self._append(messages, list(matrix))
+            return removed
 
     async def search(self, query: str, k: int = 10, room: str | None = None) -> list[SearchHit]:
         """The `k` messages closest in meaning to `query` (in any language), best first."""
@@ -225,4 +293,5 @@ class SearchIndex:
         async with self._lock:
             await self._store.ai_delete_all(ENTRY)
             self._messages, self._rooms, self._seen, self._room_rows = [], [], set(), None
+            self._by_text = {}
             self._matrix = np.zeros((0, self._dims), dtype=np.float32)
