@@ -246,7 +246,11 @@ class MessageTranslator:
         identifier: LanguageIdentifier | None = None,
     ) -> None:
         self._store = store
-        self.translator: Translator = translator or ApertiumTranslator()
+        if translator is None:  # every installed engine: a neural model for a pair first, then Apertium
+            from nimbus.ai import registry
+
+            translator = registry.translator()
+        self.translator: Translator = translator
         self._identifier = identifier
         self._restricted: LanguageIdentifier | None = None
 
