@@ -373,4 +373,4 @@ async def test_key_requests_from_unsigned_own_devices_and_other_users_get_nothin
     sent_after = server.to_device_log[before:]
     assert not [1 for u, d, t, _ in sent_after if (u, t) == (ALICE, "m.room.encrypted") and d == "A2"]
     assert not [1 for u, _d, t, _ in server.to_device_log[after_share:] if u == BOB]  # nothing to bob
-    assert await alice.machine.outstanding_key_requests() == []  # and nothing queued for later
+    assert await alice.machine._gossip.devices_needing_session() == []  # no answer queued for later
