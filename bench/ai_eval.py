@@ -1,7 +1,8 @@
 """Quality and speed of nimbus's on-device AI layer (language id, embeddings, semantic search).
 
 Run: .venv/bin/python bench/ai_eval.py [--fill 10000] [--embed N]
-Sets (written for nimbus, see their headers): bench/data/langid_chat.tsv, bench/data/search_eval.tsv,
+Sets (written for nimbus, see their headers): bench/data/langid_chat.tsv (tuning) and langid_heldout.jsonl,
+smart_reply_eval.tsv and replies_heldout.jsonl (held-out), bench/data/search_eval.tsv,
 bench/data/translation_chat.tsv.
 Figures, each with a baseline measured in the same run:
 - language id: accuracy / wrong / abstain on short chat messages, open and restricted to the set's
@@ -55,39 +56,56 @@ def rows(name: str) -> list[list[str]]:
     return [line.split("\t") for line in text.splitlines() if line.strip() and not line.startswith("#")]
 
 
+def heldout(name: str) -> list[dict[str, object]]:
+    """The items of a held-out .jsonl set (its first line, `_about`, says how it was made)."""
+    text = (DATA / name).read_text(encoding="utf-8")
+    return [item for line in text.splitlines() if line.strip() and "_about" not in (item := json.loads(line))]
+
+
+def langid_sets() -> list[tuple[str, list[tuple[str, str]]]]:
+    """(prefix, [(label, text)]): the tuning set (langid_chat.tsv) and the held-out set, "-" = None."""
+    tuning = [(r[0], r[1]) for r in rows("langid_chat.tsv")]
+    held = [(str(i["lang"]) if i["lang"] else "-", str(i["text"])) for i in heldout("langid_heldout.jsonl")]
+    return [("langid", tuning), ("langid_heldout", held)]
+
+
 def eval_langid() -> dict[str, object]:
-    data = [(r[0], r[1]) for r in rows("langid_chat.tsv")]
-    labelled = [(lab, t) for lab, t in data if lab != "-"]
-    ambiguous = [t for lab, t in data if lab == "-"]
-    langs = {lab for lab, _ in labelled}
-    out: dict[str, object] = {"langid_messages": len(labelled), "langid_languages": len(langs)}
-    for tag, ident in (
-        ("open", FastTextLanguageIdentifier()),
-        ("restricted", FastTextLanguageIdentifier(languages=langs)),
-    ):
-        right = wrong = 0
-        times = []
-        for lab, text in labelled:
-            t0 = time.perf_counter()
-            guess = ident.identify(text)
-            times.append((time.perf_counter() - t0) * 1000)
-            if guess is not None:
-                right += guess.language == lab
-                wrong += guess.language != lab
-        out[f"langid_{tag}_accuracy"] = round(right / len(labelled), 4)
-        out[f"langid_{tag}_wrong"] = round(wrong / len(labelled), 4)
-        out[f"langid_{tag}_p50_ms"] = round(pct(times, 0.5), 4)
-        out[f"langid_{tag}_p99_ms"] = round(pct(times, 0.99), 4)
-        out[f"langid_{tag}_ambiguous_none"] = sum(ident.identify(t) is None for t in ambiguous) / len(
-            ambiguous
-        )
-    # Baseline: the same model's raw top-1, no cleaning, no thresholds.
-    ident = FastTextLanguageIdentifier()
-    detector = ident._load()
-    top1 = [detector.detect(t.lower(), model="lite", k=1)[0]["lang"] for _, t in labelled]
-    base = sum(g == lab for g, (lab, _) in zip(top1, labelled, strict=True))
-    out["langid_baseline_raw_top1_accuracy"] = round(base / len(labelled), 4)
-    out["langid_baseline_raw_top1_wrong"] = round(1 - base / len(labelled), 4)
+    """Language id on the tuning set (langid_chat.tsv: the only set the word lists and thresholds were
+    tuned on) and the held-out set (langid_heldout.jsonl, never tuned on): right / wrong / abstain."""
+    out: dict[str, object] = {}
+    for prefix, data in langid_sets():
+        labelled = [(lab, t) for lab, t in data if lab != "-"]
+        ambiguous = [t for lab, t in data if lab == "-"]
+        langs = {lab for lab, _ in labelled}
+        out[f"{prefix}_messages"] = len(labelled)
+        out[f"{prefix}_languages"] = len(langs)
+        for tag, ident in (
+            ("open", FastTextLanguageIdentifier()),
+            ("restricted", FastTextLanguageIdentifier(languages=langs)),
+        ):
+            right = wrong = 0
+            times = []
+            for lab, text in labelled:
+                t0 = time.perf_counter()
+                guess = ident.identify(text)
+                times.append((time.perf_counter() - t0) * 1000)
+                if guess is not None:
+                    right += guess.language == lab
+                    wrong += guess.language != lab
+            out[f"{prefix}_{tag}_accuracy"] = round(right / len(labelled), 4)
+            out[f"{prefix}_{tag}_wrong"] = round(wrong / len(labelled), 4)
+            out[f"{prefix}_{tag}_abstain"] = round(1 - (right + wrong) / len(labelled), 4)
+            out[f"{prefix}_{tag}_p50_ms"] = round(pct(times, 0.5), 4)
+            out[f"{prefix}_{tag}_p99_ms"] = round(pct(times, 0.99), 4)
+            out[f"{prefix}_{tag}_ambiguous_none"] = round(
+                sum(ident.identify(t) is None for t in ambiguous) / len(ambiguous), 4
+            )
+        # Baseline: the same model's raw top-1, no cleaning, no thresholds, no word evidence.
+        detector = FastTextLanguageIdentifier()._load()
+        top1 = [detector.detect(t.lower(), model="lite", k=1)[0]["lang"] for _, t in labelled]
+        base = sum(g == lab for g, (lab, _) in zip(top1, labelled, strict=True))
+        out[f"{prefix}_baseline_raw_top1_accuracy"] = round(base / len(labelled), 4)
+        out[f"{prefix}_baseline_raw_top1_wrong"] = round(1 - base / len(labelled), 4)
     return out
 
 
@@ -197,42 +215,57 @@ def keyword_intent(text: str) -> str:
     return name
 
 
+def reply_sets() -> list[tuple[str, list[tuple[str, set[str] | None, str]]]]:
+    """(prefix, [(lang, acceptable intents or None for sensitive, text)]): the old set
+    (smart_reply_eval.tsv, which the intents' examples were written alongside: held-in) and the
+    held-out set (replies_heldout.jsonl, written afterwards, never tuned on)."""
+    old = [
+        (r[0], None if r[1] == "SENSITIVE" else set(r[1].split(",")), r[2])
+        for r in rows("smart_reply_eval.tsv")
+    ]
+    held = [
+        (str(i["lang"]), None if i.get("sensitive") else set(i["intents"]), str(i["text"]))  # type: ignore[call-overload]
+        for i in heldout("replies_heldout.jsonl")
+    ]
+    return [("smart_reply", old), ("smart_reply_heldout", held)]
+
+
 def eval_smart_replies() -> dict[str, object]:
-    """Smart replies on bench/data/smart_reply_eval.tsv (4 languages): a suggestion set is acceptable
-    when one suggestion comes from a labelled intent; SENSITIVE messages must get none. Latency is one
-    `suggest` call with a 10-message context (embedding the latest message + dot products).
+    """Smart replies on both sets (4 languages): a suggestion set is acceptable when one suggestion
+    comes from a labelled intent; sensitive messages must get none. Latency is one `suggest` call with
+    a 10-message context (embedding the latest message + dot products).
     Baseline: keyword matching (the intent of the example sharing most words with the message)."""
-    data = [(r[0], r[1], r[2]) for r in rows("smart_reply_eval.tsv")]
     ident = FastTextLanguageIdentifier(languages=["en", "es", "de", "fr"])
     replies = SmartReplies(E5Embedder(), ident)
     replies.warm()
     out: dict[str, object] = {}
-    normal = [(lang, set(label.split(",")), text) for lang, label, text in data if label != "SENSITIVE"]
-    sensitive = [text for _, label, text in data if label == "SENSITIVE"]
     filler = [ChatLine(f"$c{i}", "@me:x" if i % 2 else "@them:x", i, "ok, see above") for i in range(9)]
-    times: list[float] = []
-    acceptable = top1 = right_lang = base_ok = 0
-    for lang, labels, text in normal:
-        lines = [*filler, ChatLine("$m", "@them:x", 99, text)]
-        t0 = time.perf_counter()
-        result = replies.suggest(lines, "@me:x")
-        times.append((time.perf_counter() - t0) * 1000)
-        acceptable += any(s.intent in labels for s in result.suggestions)
-        top1 += bool(result.suggestions) and result.suggestions[0].intent in labels
-        right_lang += result.language == lang
-        base_ok += keyword_intent(text) in labels
-    withheld = sum(
-        not replies.suggest([ChatLine("$s", "@them:x", 1, t)], "@me:x").suggestions for t in sensitive
-    )
-    out["smart_reply_messages"] = len(normal)
-    out["smart_reply_top3_acceptable"] = round(acceptable / len(normal), 4)
-    out["smart_reply_top1_acceptable"] = round(top1 / len(normal), 4)
-    out["smart_reply_language_right"] = round(right_lang / len(normal), 4)
-    out["smart_reply_baseline_keyword_top1"] = round(base_ok / len(normal), 4)
-    out["smart_reply_sensitive_messages"] = len(sensitive)
-    out["smart_reply_none_on_sensitive"] = round(withheld / len(sensitive), 4)
-    out["smart_reply_p50_ms"] = round(pct(times, 0.5), 2)
-    out["smart_reply_p99_ms"] = round(pct(times, 0.99), 2)
+    for prefix, data in reply_sets():
+        normal = [(lang, labels, text) for lang, labels, text in data if labels is not None]
+        sensitive = [text for _, labels, text in data if labels is None]
+        times: list[float] = []
+        acceptable = top1 = right_lang = base_ok = 0
+        for lang, labels, text in normal:
+            lines = [*filler, ChatLine("$m", "@them:x", 99, text)]
+            t0 = time.perf_counter()
+            result = replies.suggest(lines, "@me:x")
+            times.append((time.perf_counter() - t0) * 1000)
+            acceptable += any(s.intent in labels for s in result.suggestions)
+            top1 += bool(result.suggestions) and result.suggestions[0].intent in labels
+            right_lang += result.language == lang
+            base_ok += keyword_intent(text) in labels
+        withheld = sum(
+            not replies.suggest([ChatLine("$s", "@them:x", 1, t)], "@me:x").suggestions for t in sensitive
+        )
+        out[f"{prefix}_messages"] = len(normal)
+        out[f"{prefix}_top3_acceptable"] = round(acceptable / len(normal), 4)
+        out[f"{prefix}_top1_acceptable"] = round(top1 / len(normal), 4)
+        out[f"{prefix}_language_right"] = round(right_lang / len(normal), 4)
+        out[f"{prefix}_baseline_keyword_top1"] = round(base_ok / len(normal), 4)
+        out[f"{prefix}_sensitive_messages"] = len(sensitive)
+        out[f"{prefix}_none_on_sensitive"] = round(withheld / len(sensitive), 4)
+        out[f"{prefix}_p50_ms"] = round(pct(times, 0.5), 2)
+        out[f"{prefix}_p99_ms"] = round(pct(times, 0.99), 2)
     return out
 
 
