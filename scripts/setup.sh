@@ -24,6 +24,9 @@ if [ "$want_test" = 1 ]; then
   ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || apt_pkgs+=(postgresql)
   command -v ip >/dev/null || apt_pkgs+=(iproute2)
   command -v unshare >/dev/null || apt_pkgs+=(util-linux)
+  # the optional LLM backend's tests: llama-cpp-python compiles llama.cpp (C++, CMake)
+  command -v g++ >/dev/null || apt_pkgs+=(g++)
+  command -v cmake >/dev/null || apt_pkgs+=(cmake)
 fi
 if [ "${#apt_pkgs[@]}" -gt 0 ]; then
   echo "setup: installing Debian packages: ${apt_pkgs[*]}"
@@ -35,12 +38,15 @@ fi
 # --- Python virtualenv -----------------------------------------------------------------------------
 [ -x .venv/bin/python ] || python3 -m venv .venv
 extras="homeserver,ai"
-[ "$want_test" = 1 ] && extras="homeserver,ai,dev"
+[ "$want_test" = 1 ] && extras="homeserver,ai,llm,dev"
 stamp=".venv/.nimbus-installed-$extras"
 digest=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
   echo "setup: installing nimbus[$extras] into .venv (pinned by constraints.txt)"
   .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
+  # llama.cpp must be built portable: the native build crashes on these CPUs (AMX path). pip keeps
+  # the built wheel in its cache, so the ~10-minute compile happens once per machine.
+  CMAKE_ARGS="-DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON" \
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[$extras]"
   echo "$digest" > "$stamp"
 fi
