@@ -1,4 +1,4 @@
-"""No AI code path opens a network connection, nor even tries to.
+"""No AI code path opens a network connection, nor even tries to (the optional LLM backend included).
 
 1. In a network namespace with only loopback (`unshare --net`), a fresh Python process runs every
    feature of this layer from a cold start (_ai_scenario.py) with the network guard
@@ -120,3 +120,69 @@ def test_neural_translation_with_sockets_blocked(tmp_path: Path, monkeypatch: py
     install(tiny_marian(tmp_path / "opus-mt-en-de"))
     out = registry.translator_for("en", "de").translate("the cat sees the dog", "en", "de")
     assert out.strip() and attempts == []
+
+
+_LLM_SCRIPT = """
+import sys
+from nimbus.ai import registry
+from nimbus.ai.llm_features import abstractive_summary, llm_replies
+from nimbus.ai.replies import ChatLine
+gen = registry.text_generator()
+assert gen.generate("are we meeting tomorrow?", max_tokens=8)
+lines = [ChatLine("$1", "@a:x", 1, "are we meeting tomorrow at noon?")]
+assert isinstance(llm_replies(gen, lines, "@me:x"), list)
+assert isinstance(abstractive_summary(gen, lines), str)
+print("llm ok")
+"""
+
+
+def test_llm_generation_in_a_loopback_only_namespace_and_with_sockets_blocked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The llama.cpp backend (a tiny GGUF built here, installed as a user would) loads and generates
+    in a loopback-only namespace with the guard recording nothing, and in this process with sockets
+    blocked; the LLM reply and summary paths run too."""
+    pytest.importorskip("llama_cpp", reason="needs llama-cpp-python (built portable, see nimbus.ai.llm)")
+    pytest.importorskip("gguf", reason="needs gguf==0.19.0 (to write the tiny test model)")
+    from nimbus.ai.llm_features import abstractive_summary, llm_replies
+    from nimbus.ai.models import install
+    from nimbus.ai.replies import ChatLine
+
+    from ._tiny_llama import tiny_llama_gguf
+
+    models = tmp_path / "models"
+    monkeypatch.setenv("NIMBUS_MODELS_DIR", str(models))
+    install(tiny_llama_gguf(tmp_path / "tiny-llama.gguf", chat_template=True))
+
+    unshare = shutil.which("unshare")
+    assert unshare is not None, "unshare(1) is needed for the loopback-only namespace"
+    log = tmp_path / "netguard.log"
+    log.touch()
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env.update(
+        PYTHONPATH=os.pathsep.join([str(REPO / "tests" / "netguard"), str(REPO / "src")]),
+        NIMBUS_NETGUARD_LOG=str(log),
+        NIMBUS_MODELS_DIR=str(models),
+        HOME=str(tmp_path),
+    )
+    script = 'ip link set lo up && [ "$(ip -o link show | wc -l)" = 1 ] && exec "$0" "$@"'
+    done = subprocess.run(
+        [unshare, "--net", "sh", "-c", script, sys.executable, "-c", _LLM_SCRIPT],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "llm ok" in done.stdout and log.read_text() == ""
+
+    attempts: list[str] = []
+
+    def blocked(*args: object, **kwargs: object) -> object:
+        attempts.append("network")
+        raise OSError("network access attempted by AI code")
+
+    for name in ("socket", "create_connection", "getaddrinfo", "socketpair"):
+        monkeypatch.setattr(socket, name, blocked)
+    gen = registry.text_generator()
+    assert gen.generate("are we meeting tomorrow?", max_tokens=8)
+    lines = [ChatLine("$1", "@a:x", 1, "are we meeting tomorrow at noon?")]
+    assert llm_replies(gen, lines, "@me:x") == [] and abstractive_summary(gen, lines) == ""  # junk: fallback
+    assert attempts == []

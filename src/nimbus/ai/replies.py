@@ -11,6 +11,8 @@ read) and the intent data (data/intents.json). Rules:
   `threshold` (unsure). `SuggestionResult.reason` says which.
 - Replies are in the conversation's language: language id (restricted to the reply languages) on
   the latest message, else on the recent context (≤ 10 messages), else `default_language`.
+- LLM path (optional `generator`): after the same checks, the model writes the replies
+  (`nimbus.ai.llm_features`, intent "llm"); when it fails or writes nothing usable, the fast path runs.
 - Input is decrypted text handed over by the client; nothing is stored or logged.
 """
 
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np  # type: ignore[import-not-found,unused-ignore]
 import numpy.typing as npt  # type: ignore[import-not-found,unused-ignore]
 
-from nimbus.ai.interfaces import Embedder, LanguageIdentifier
+from nimbus.ai.interfaces import Embedder, LanguageIdentifier, TextGenerator
 from nimbus.ai.sensitive import SensitiveFilter, term_category, vectors_of
 from nimbus.client.room import Message
 
@@ -159,10 +161,15 @@ class SmartReplies:
         return guess.language
 
     def suggest(
-        self, lines: Sequence[ChatLine], own_user: str, *, default_language: str = "en"
+        self,
+        lines: Sequence[ChatLine],
+        own_user: str,
+        *,
+        default_language: str = "en",
+        generator: TextGenerator | None = None,
     ) -> SuggestionResult:
         """Up to 3 suggestions answering the last of `lines` (oldest first; only the last ≤ 10
-        are read), or none with the reason."""
+        are read), or none with the reason. With `generator`, an LLM writes them when it can."""
         t0 = time.perf_counter()
         context = list(lines)[-CONTEXT:]
         if not context:
@@ -177,6 +184,13 @@ class SmartReplies:
         vector = vectors_of(self.embedder, [last.text])[0]
         if self.sensitive.check(last.text, vector).sensitive:
             return SuggestionResult([], "sensitive", elapsed_ms=_ms(t0))
+        if generator is not None:
+            from nimbus.ai.llm_features import llm_replies
+
+            lang = self.language(context, default_language)
+            written = llm_replies(generator, context, own_user, language=lang, identifier=self.identifier)
+            if written:
+                return SuggestionResult([Suggestion(t, "llm", 0.0) for t in written], "ok", lang, [], _ms(t0))
         ranked = self.rank(vector)
         top_name, top_score = ranked[0]
         if top_score < self.threshold:

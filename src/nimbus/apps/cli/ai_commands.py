@@ -2,7 +2,9 @@
 
 They hold no AI logic (that is nimbus.ai) and no protocol logic (nimbus.client); output follows
 commands.py: readable lines, or one JSON object per line with --json. Nothing is sent: suggestions are
-printed for the user to choose from.
+printed for the user to choose from. `--llm` uses the installed text-generation model (the
+registry's `text_generator()`; without one: exit 1 naming what to install), falling back to the
+fast path / extractive summary when the model writes nothing usable.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from nimbus.types.ids import parse_room_id
 
 
 async def suggest(args: argparse.Namespace, out: Printer) -> int:
+    generator = registry.text_generator() if getattr(args, "llm", False) else None  # before any I/O
     async with opened(args) as client:
         await client.sync_once(0)
         room = await client.room(args.room, limit=40)
         me = str(client.user_id)
     lines = lines_from(room.timeline)
     replies = SmartReplies(registry.embedder(), registry.language_identifier(["en", "es", "de", "fr"]))
-    result = await asyncio.to_thread(replies.suggest, lines, me, default_language=args.language)
+    result = await asyncio.to_thread(
+        replies.suggest, lines, me, default_language=args.language, generator=generator
+    )
     if not result.suggestions:
         out.result(
             {"type": "suggestions", "room_id": args.room, "reason": result.reason, "suggestions": []},
@@ -49,6 +54,7 @@ async def suggest(args: argparse.Namespace, out: Printer) -> int:
 
 
 async def catchup(args: argparse.Namespace, out: Printer) -> int:
+    generator = registry.text_generator() if getattr(args, "llm", False) else None  # before any I/O
     async with opened(args) as client:
         await client.sync_once(0)
         room = await client.room(args.room, limit=max(args.limit * 2, 100))
@@ -61,7 +67,13 @@ async def catchup(args: argparse.Namespace, out: Printer) -> int:
     )
     members = {str(u): m.displayname for u, m in room.members.items()}
     result = await asyncio.to_thread(
-        catch_up, lines, registry.embedder(), me, display_name=members.get(me), members=members
+        catch_up,
+        lines,
+        registry.embedder(),
+        me,
+        display_name=members.get(me),
+        members=members,
+        generator=generator,
     )
     out.result(
         {
@@ -72,7 +84,9 @@ async def catchup(args: argparse.Namespace, out: Printer) -> int:
         },
         f"{result.unread} unread message(s) in {room.name}",
     )
-    for s in result.summary:
+    if result.abstract is not None:
+        out.result({"type": "abstract", "room_id": args.room, "text": result.abstract}, result.abstract)
+    for s in result.summary if result.abstract is None else []:
         out.result(
             {
                 "type": "summary",
