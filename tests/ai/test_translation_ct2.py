@@ -12,14 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import ctranslate2  # type: ignore[import-untyped]
 import numpy as np
 import pytest
-
-pytest.importorskip("ctranslate2", reason="needs ctranslate2==4.8.5")
-pytest.importorskip("sentencepiece", reason="needs sentencepiece==0.2.3")
-pytest.importorskip("safetensors", reason="needs safetensors==0.8.0")
-
-import ctranslate2  # type: ignore[import-untyped]
 import sentencepiece
 from safetensors.numpy import load_file
 

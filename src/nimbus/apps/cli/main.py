@@ -154,11 +154,21 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("suggest", "suggest up to 3 replies to the latest message (on this device; nothing is sent)")
     p.add_argument("room")
     p.add_argument("--language", default="en", help="reply language when unsure (default en)")
+    p.add_argument(
+        "--llm",
+        action="store_true",
+        help="let the installed text-generation model write them (nimbus ai install MODEL.gguf)",
+    )
     p.set_defaults(func=ai_commands.suggest)
 
     p = add("catchup", "summary, action items and mentions of your unread messages (on this device)")
     p.add_argument("room")
     p.add_argument("--limit", type=int, default=50, help="messages read when there is no read marker")
+    p.add_argument(
+        "--llm",
+        action="store_true",
+        help="let the installed text-generation model write the summary (nimbus ai install MODEL.gguf)",
+    )
     p.set_defaults(func=ai_commands.catchup)
 
     p = add("translate", "translate a room's recent messages on this device, or preview a draft (--text)")
