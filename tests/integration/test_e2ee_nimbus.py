@@ -154,6 +154,16 @@ async def login_device(server: Homeserver, tmp_path: Path, user_id: str, passwor
     )
 
 
+async def alice_and_bob(homeserver: Homeserver, tmp_path: Path) -> tuple[Client, Client, str]:
+    """alice's device and bob's first device (which makes bob's identity); bob's password for more."""
+    password = secrets.token_urlsafe(16)
+    bob_id = (
+        await asyncio.to_thread(homeserver.create_user, f"bob-{secrets.token_hex(4)}", password)
+    ).user_id
+    alice = await logged_in(homeserver, tmp_path, "alice")
+    return alice, await login_device(homeserver, tmp_path, bob_id, password, "bob-laptop"), password
+
+
 async def test_second_device_that_logs_in_later_gets_keys_for_new_messages(
     homeserver: Homeserver, tmp_path: Path
 ) -> None:
@@ -161,12 +171,8 @@ async def test_second_device_that_logs_in_later_gets_keys_for_new_messages(
     device needs verification, a later feature). In the default cross_signed mode alice withholds the
     key from it (m.unverified, shown as the cause) while bob's signed device reads the message; once
     alice switches to legacy mode, the unsigned device gets the keys of new messages too."""
-    password = secrets.token_urlsafe(16)
-    bob_id = (
-        await asyncio.to_thread(homeserver.create_user, f"bob-{secrets.token_hex(4)}", password)
-    ).user_id
-    alice = await logged_in(homeserver, tmp_path, "alice")
-    bob1 = await login_device(homeserver, tmp_path, bob_id, password, "bob-laptop")
+    alice, bob1, password = await alice_and_bob(homeserver, tmp_path)
+    bob_id = bob1.user_id
     bob2: Client | None = None
     try:
         room_id = await shared_room(alice, bob1)
@@ -213,12 +219,8 @@ async def test_a_new_signed_device_gets_history_keys_from_our_other_device(
     asks his own devices, gets the key forwarded over Olm by the first device and reads it, marked as
     forwarded (authenticity not guaranteed). The first device answers only because the new one is
     cross-signed: before that, the same request gets nothing."""
-    password = secrets.token_urlsafe(16)
-    bob_id = (
-        await asyncio.to_thread(homeserver.create_user, f"bob-{secrets.token_hex(4)}", password)
-    ).user_id
-    alice = await logged_in(homeserver, tmp_path, "alice")
-    bob1 = await login_device(homeserver, tmp_path, bob_id, password, "bob-laptop")
+    alice, bob1, password = await alice_and_bob(homeserver, tmp_path)
+    bob_id = bob1.user_id
     bob2: Client | None = None
     try:
         room_id = await shared_room(alice, bob1)
