@@ -63,15 +63,19 @@ def heldout(name: str) -> list[dict[str, object]]:
 
 
 def langid_sets() -> list[tuple[str, list[tuple[str, str]]]]:
-    """(prefix, [(label, text)]): the tuning set (langid_chat.tsv) and the held-out set, "-" = None."""
+    """(prefix, [(label, text)]): the tuning set (langid_chat.tsv), the held-out set and the blind set
+    (langid_blind.jsonl, committed before the word-list revision it measures), "-" = None."""
     tuning = [(r[0], r[1]) for r in rows("langid_chat.tsv")]
-    held = [(str(i["lang"]) if i["lang"] else "-", str(i["text"])) for i in heldout("langid_heldout.jsonl")]
-    return [("langid", tuning), ("langid_heldout", held)]
+    sets = [("langid", tuning)]
+    for prefix, name in (("langid_heldout", "langid_heldout.jsonl"), ("langid_blind", "langid_blind.jsonl")):
+        sets.append((prefix, [(str(i["lang"]) if i["lang"] else "-", str(i["text"])) for i in heldout(name)]))
+    return sets
 
 
 def eval_langid() -> dict[str, object]:
     """Language id on the tuning set (langid_chat.tsv: the only set the word lists and thresholds were
-    tuned on) and the held-out set (langid_heldout.jsonl, never tuned on): right / wrong / abstain."""
+    tuned on), the held-out set (langid_heldout.jsonl) and the blind set (langid_blind.jsonl), neither
+    ever tuned on: right / wrong / abstain."""
     out: dict[str, object] = {}
     for prefix, data in langid_sets():
         labelled = [(lab, t) for lab, t in data if lab != "-"]

@@ -9,13 +9,24 @@ Owns: `FastTextLanguageIdentifier`, the short-text strategy around it and its wo
   letters, a lone word that is the same in many languages ("ok", "lol", "haha"), or a best guess
   under a confidence that grows stricter the shorter the text, all give None.
 - Short text is where the model alone fails (three words; close languages), so its top guesses are
-  combined with two kinds of evidence it lacks: words from small per-language lists of the most
-  common chat words (a word in k lists counts 1/k for each), and letters only some languages use
-  (ñ, ß, å, ã, ł, ğ, ...). Written from general knowledge, not from an evaluation set; tuned on
-  bench/data/langid_chat.tsv only, measured also on bench/data/langid_heldout.jsonl (never tuned on).
+  combined with evidence it lacks, all in data/langid_words.json and written from general knowledge
+  of each language, not from an evaluation set:
+  * words: the ~150-340 most common chat words of each language (function words, pronouns, chat
+    spellings such as "vc", "cmq"); a word in k lists counts 1/k for each. Each word's accentless
+    spelling ("não" -> "nao", "perché" -> "perche"; German also "für" -> "fuer") counts too, unless
+    it is a listed word of some language ("för" -> "for" is English).
+  * cues: for a word in no list, spellings typical of a language (pt "ção/nh/lh", it "zz/gli/-iamo",
+    fr "eau/-ait/j'", nl "ij/oe", pl "sz/cz/rz", tr "-yor/-lar", sv "-ade", ...), 1/k when shared.
+  * letters only some languages use (ñ, ß, å, ã, ł, ğ, ...): a bonus, and a penalty for the others.
+  Below SHORT_WORDS words the model's probabilities weigh less (SHORT_MODEL_WEIGHT), so a message
+  whose words are all Portuguese is not overruled by the model's guess of Italian.
+  Tuned on bench/data/langid_chat.tsv only; measured also on langid_heldout.jsonl and on
+  langid_blind.jsonl (committed before this method was revised), never tuned on.
 - `identify(text, prior=lang)` adds a prior for a language the conversation was recently in.
 - The answer is the best combined score; None when it is not clearly ahead of the runner-up or
-  too weak: for auto-translate a wrong language is worse than none (the original is shown).
+  too weak, or when the message is mixed: another language has at least as many words listed for
+  it alone, and those make up a third of the message ("brb, door", "je suis at home").
+  For auto-translate a wrong language is worse than none (the original is shown).
 - `languages` (optional) restricts the answer to the languages a user actually reads and writes: the
   best candidate among them is chosen from the model's top guesses. This is what makes short chat
   messages reliable (the model alone confuses close languages, e.g. es/pt/gl on three words).
@@ -43,10 +54,13 @@ _AMBIGUOUS = frozenset(
 )
 DATA = Path(__file__).resolve().parent / "data"
 # Weights and thresholds of the combined score, tuned on bench/data/langid_chat.tsv (see bench/ai_eval.py).
-WORD_WEIGHT = 0.9  # share of the message's words found in a language's list (1/k for a word in k lists)
+WORD_WEIGHT = 1.2  # share of the message's words found in a language's list (1/k for a word in k lists)
+CUE_WEIGHT = 0.3  # an unlisted word's spelling cues (1/k for a cue of k languages), at most 1 a word
 LETTER_WEIGHT = 0.5  # a letter only this language (of those with lists) uses
 LETTER_PENALTY = 0.6  # a listed language that does not use a distinctive letter present in the text
 PRIOR_WEIGHT = 0.15
+SHORT_WORDS = 3  # below this many words the model's probabilities are weighted by SHORT_MODEL_WEIGHT
+SHORT_MODEL_WEIGHT = 0.8
 MIN_SCORE = 0.45
 MIN_MARGIN = 0.12
 _APOSTROPHES = "'\u2019-"  # kept inside words: "don't", "l\u2019eau", "e-mail"
@@ -82,42 +96,89 @@ def _is_cjk(text: str) -> bool:
     )
 
 
+_FOLD = str.maketrans({"ł": "l", "\u0131": "i", "ø": "o", "æ": "ae", "œ": "oe", "ß": "ss", "·": ""})
+_DE_FOLD = str.maketrans({"ä": "ae", "ö": "oe", "ü": "ue", "ß": "ss"})
+
+
+def fold(word: str) -> str:
+    """`word` as typed without accents on a plain keyboard ("não" -> "nao", "się" -> "sie")."""
+    plain = unicodedata.normalize("NFD", word.translate(_FOLD))
+    return "".join(ch for ch in plain if not unicodedata.combining(ch))
+
+
 @cache
-def _lists() -> tuple[dict[str, list[str]], dict[str, frozenset[str]]]:
-    """word -> the languages whose common-word list has it; language -> its distinctive letters."""
+def _lists() -> tuple[dict[str, list[str]], dict[str, frozenset[str]], dict[str, list[str]]]:
+    """word -> languages whose common-word list has it (with its accentless spellings, see `fold`);
+    language -> its distinctive letters; cue -> languages it is typical of."""
     data = json.loads((DATA / "langid_words.json").read_text(encoding="utf-8"))
     words: dict[str, list[str]] = {}
     for lang, listed in data["words"].items():
         for word in listed:
             words.setdefault(word, []).append(lang)
+    derived: dict[str, set[str]] = {}
+    for lang, listed in data["words"].items():
+        for word in listed:
+            forms = {fold(word)} | ({word.translate(_DE_FOLD)} if lang == "de" else set())
+            for form in forms:
+                # Only Latin-script spellings, and never one that is a listed word of any language.
+                if form != word and form.isascii() and form not in words:
+                    derived.setdefault(form, set()).add(lang)
+    for form, langs in derived.items():
+        words[form] = sorted(langs)
     letters = {lang: frozenset(chars) for lang, chars in data["letters"].items()}
-    return words, letters
+    cues: dict[str, list[str]] = {}
+    for lang, listed in data["cues"].items():
+        for cue in listed:
+            cues.setdefault(cue, []).append(lang)
+    return words, letters, cues
+
+
+def _cue_hits(token: str, cues: dict[str, list[str]]) -> dict[str, float]:
+    """Languages whose spelling cues `token` shows (each cue found once; 1/k for a cue of k languages)."""
+    found = {"^" + token[:n] for n in range(1, min(len(token), 4) + 1)}
+    found |= {token[-n:] + "$" for n in range(1, min(len(token), 6) + 1)}
+    found |= {token[i : i + n] for n in range(2, 5) for i in range(len(token) - n + 1)}
+    hits: dict[str, float] = {}
+    for cue in found:
+        for lang in cues.get(cue, ()):
+            hits[lang] = hits.get(lang, 0.0) + 1 / len(cues[cue])
+    return hits
 
 
 def evidence(words: str) -> dict[str, float]:
-    """Word and letter evidence per language for cleaned, lowercased text (0 when there is none)."""
-    vocab, letters = _lists()
+    """Word, cue and letter evidence per language for cleaned, lowercased text (0 when there is none)."""
+    return _evidence(words)[0]
+
+
+def _evidence(words: str) -> tuple[dict[str, float], dict[str, int]]:
+    """`evidence`, and per language the number of words listed for it alone."""
+    vocab, letters, cues = _lists()
     tokens = [t.strip(_APOSTROPHES) for t in words.split()]
     tokens = [t for t in tokens if t]
     score: dict[str, float] = {}
-    if tokens:
-        for token in tokens:
-            langs = vocab.get(token)
-            if langs:
-                for lang in langs:
-                    score[lang] = score.get(lang, 0.0) + WORD_WEIGHT / (len(langs) * len(tokens))
+    own: dict[str, int] = {}
+    for token in tokens:
+        langs = vocab.get(token)
+        if langs:
+            if len(langs) == 1:
+                own[langs[0]] = own.get(langs[0], 0) + 1
+            for lang in langs:
+                score[lang] = score.get(lang, 0.0) + WORD_WEIGHT / (len(langs) * len(tokens))
+        elif len(token) >= 3:  # an unlisted word: its spelling still says something
+            for lang, value in _cue_hits(token, cues).items():  # at most one word's worth per language
+                score[lang] = score.get(lang, 0.0) + CUE_WEIGHT * min(1.0, value) / len(tokens)
     present = set(words)
     owners: dict[str, int] = {}
-    for own in letters.values():
-        for ch in present & own:
+    for chars in letters.values():
+        for ch in present & chars:
             owners[ch] = owners.get(ch, 0) + 1
     if owners:
-        for lang, own in letters.items():
-            if any(ch not in own for ch in owners):  # a letter this language does not write
+        for lang, chars in letters.items():
+            if any(ch not in chars for ch in owners):  # a letter this language does not write
                 score[lang] = score.get(lang, 0.0) - LETTER_PENALTY
             else:
                 score[lang] = score.get(lang, 0.0) + LETTER_WEIGHT * max(1 / owners[ch] for ch in owners)
-    return score
+    return score, own
 
 
 class FastTextLanguageIdentifier:
@@ -162,32 +223,41 @@ class FastTextLanguageIdentifier:
 
     def scores(self, text: str, prior: str | None = None) -> list[tuple[str, float]]:
         """Every candidate language with its combined score, best first (empty: no usable text)."""
+        return self._rank(text, prior)[0]
+
+    def _rank(self, text: str, prior: str | None) -> tuple[list[tuple[str, float]], dict[str, int]]:
         words = clean(text)
         letters = _letters(words)
         if letters < (2 if _is_cjk(words) else self.min_letters):
-            return []
+            return [], {}
         lowered = words.lower()
         if " " not in lowered and lowered.strip(_APOSTROPHES) in _AMBIGUOUS:
-            return []
+            return [], {}
+        weight = SHORT_MODEL_WEIGHT if lowered.count(" ") < SHORT_WORDS else 1.0
         combined: dict[str, float] = {}
         for cand in self._load().detect(lowered, model="lite", k=10):
             lang = str(cand["lang"])
             if len(lang) == 2:  # lid.176 also knows languages without an ISO 639-1 code
-                combined[lang] = float(cand["score"])
-        for lang, value in evidence(lowered).items():
+                combined[lang] = weight * float(cand["score"])
+        score, own = _evidence(lowered)
+        for lang, value in score.items():
             combined[lang] = combined.get(lang, 0.0) + value
         if prior is not None and prior in combined:
             combined[prior] += PRIOR_WEIGHT
         if self.languages is not None:
             combined = {k: v for k, v in combined.items() if k in self.languages}
-        return sorted(combined.items(), key=lambda kv: -kv[1])
+            own = {k: v for k, v in own.items() if k in self.languages}
+        return sorted(combined.items(), key=lambda kv: -kv[1]), own
 
     def identify(self, text: str, prior: str | None = None) -> LanguageGuess | None:
-        ranked = self.scores(text, prior)
+        ranked, own = self._rank(text, prior)
         if not ranked:
             return None
         lang, best = ranked[0]
         second = ranked[1][1] if len(ranked) > 1 else 0.0
         if best < self.min_confidence or best - second < self.min_margin:
             return None
+        words = max(1, clean(text).count(" ") + 1)
+        if any(n >= max(own.get(lang, 1), words / 3) for other, n in own.items() if other != lang):
+            return None  # mixed: another language has as many words of its own ("brb, door")
         return LanguageGuess(lang, max(0.0, min(1.0, best - max(0.0, second))))
