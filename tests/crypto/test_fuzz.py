@@ -205,3 +205,56 @@ def test_machine_still_works_after_fuzzing() -> None:
         ROOM,
     )
     assert w.run(w.machine.decrypt_room_event(event, now_ms=1)).content == {"ok": True}
+
+
+class CrossSigned:
+    """alice's cross-signing keys and her device keys signed by her self-signing key (to mutate)."""
+
+    def __init__(self, w: World) -> None:
+        from nimbus.crypto.identity.cross_signing import OwnKeys
+
+        self.keys = OwnKeys.generate()
+        self.public = self.keys.public_objects(ALICE)
+        self.device = self.keys.self_signing.sign_json(w.raw.device_keys(), ALICE)
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "device_keys": {ALICE: {"A1": self.device}},
+            "master_keys": {ALICE: self.public["master_key"]},
+            "self_signing_keys": {ALICE: self.public["self_signing_key"]},
+        }
+
+
+CROSS: CrossSigned | None = None
+
+
+@FUZZ
+@given(st.data(), json_value)
+def test_mutated_cross_signing_keys_never_make_another_identity(data: st.DataObject, new: Any) -> None:
+    """A /keys/query answer with a mutated master or self-signing key (or device signature) never
+    raises outside MalformedResponse, and the only identity ever stored is the genuine one."""
+    from nimbus.api.keys import parse_query_keys
+
+    global CROSS
+    w = world()
+    CROSS = CROSS or CrossSigned(w)
+    genuine = CROSS.body()
+    path = data.draw(st.sampled_from([p for p in paths(genuine) if p[:1] != ["device_keys"] or len(p) > 3]))
+    body = mutate(genuine, path, new)
+
+    async def go() -> None:
+        m = w.machine
+        try:
+            parsed = parse_query_keys(body)
+        except MalformedResponse:
+            return
+        await m._identities.receive_query(parsed)
+        m.take_identity_changes()
+        m.take_device_problems()
+        ident = await m.user_identity(ALICE)
+        if ident.master_key is not None:
+            assert ident.master_key == CROSS.keys.master.public
+            assert ident.self_signing_key == CROSS.keys.self_signing.public
+        m.take_changes()
+
+    w.run(go())
