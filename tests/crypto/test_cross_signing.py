@@ -374,3 +374,23 @@ async def test_key_requests_from_unsigned_own_devices_and_other_users_get_nothin
     assert not [1 for u, d, t, _ in sent_after if (u, t) == (ALICE, "m.room.encrypted") and d == "A2"]
     assert not [1 for u, _d, t, _ in server.to_device_log[after_share:] if u == BOB]  # nothing to bob
     assert await alice.machine._gossip.devices_needing_session() == []  # no answer queued for later
+
+
+async def test_our_identity_replaced_elsewhere_is_a_verified_change_of_our_own() -> None:
+    """A1 made alice's identity; it is replaced from A2 (or faked by the server): A1 no longer
+    counts itself as signed, and sending holds until alice acknowledges the new identity; A1 keeps its
+    old private keys (a server could fake the replacement)."""
+    server, alice, _bob = await world()
+    assert (await trust_of(alice, ALICE))["A1"] == "verified"
+    a2 = await Device.create(server, ALICE, "A2", CS)
+    await a2.bootstrap()
+    levels = await trust_of(alice, ALICE)
+    assert levels["A1"] == "unsigned" and levels["A2"] == "unpinned"
+    [change] = alice.machine.take_identity_changes()
+    assert change.user_id == ALICE and change.was_verified
+    with pytest.raises(VerifiedIdentityChanged):
+        await alice.encrypt(ROOM, "held", members=[ALICE, BOB])
+    assert await alice.machine.own_cross_signing_keys() is not None
+    await alice.machine.acknowledge_identity(ALICE)
+    ident = await alice.machine.user_identity(ALICE)
+    assert not ident.changed and not ident.verified  # the new identity is pinned, not verified

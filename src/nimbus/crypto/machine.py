@@ -475,8 +475,8 @@ class OlmMachine:
     async def device_trust(self, device: DeviceRecord) -> TrustLevel:
         if (device.user_id, device.device_id) == (self.user_id, self.device_id):
             own = await self._identities.private_keys()
-            if own is not None and own.device_signed:
-                return TrustLevel.VERIFIED
+            if own is not None and own.device_signed and await self._identities.own_keys_current():
+                return TrustLevel.VERIFIED  # our identity, made here, still the one published
         return await self._identities.device_trust(device)
 
     async def device_infos(self, user_id: str) -> list[DeviceInfo]:

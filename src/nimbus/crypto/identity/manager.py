@@ -93,6 +93,7 @@ class IdentityManager:
         self.changes: list[IdentityChange] = []
         self.problems: list[DeviceProblem] = []
         self._signed_cache: dict[tuple[str, str, str, str], bool] = {}
+        self._own_master: tuple[str, str] | None = None  # (seed, public key) of our master key
 
     # -- our own keys -----------------------------------------------------------------------------
 
@@ -108,6 +109,20 @@ class IdentityManager:
             SigningKey.from_seed(rec.self_signing),
             SigningKey.from_seed(rec.user_signing),
         )
+
+    async def own_keys_current(self) -> bool:
+        """Our private keys are those of the identity the server publishes (or none is known yet).
+        False once our identity was replaced from elsewhere: the old keys then vouch for nothing (they
+        are kept: a server could fake a replacement, and the user decides with `trust acknowledge`)."""
+        rec = await self.private_keys()
+        ident = await self.identity(self.own_user)
+        if rec is None:
+            return False
+        if ident is None:
+            return True
+        if self._own_master is None or self._own_master[0] != rec.master:
+            self._own_master = (rec.master, SigningKey.from_seed(rec.master).public)
+        return self._own_master[1] == ident.master_key
 
     async def bootstrap(self) -> OwnKeys:
         """Make (or reuse, if made before and not yet uploaded) our cross-signing keys; pins them."""
