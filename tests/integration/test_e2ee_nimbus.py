@@ -429,3 +429,42 @@ async def test_tampered_ciphertext_is_shown_with_a_cause_and_the_sync_loop_goes_
             await asyncio.gather(runner, return_exceptions=True)
         for c in (alice, bob):
             await c.close()
+
+
+async def test_server_gone_during_the_cross_signing_upload_login_succeeds_and_the_next_start_finishes(
+    homeserver: Homeserver, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The homeserver goes away exactly when the new identity is uploaded: the login still succeeds
+    (the keys are saved, nothing is lost), and the next start uploads the same identity."""
+    from nimbus.api.errors import ServerUnreachable
+    from nimbus.client.transport import Transport
+
+    password = secrets.token_urlsafe(16)
+    user_id = (
+        await asyncio.to_thread(homeserver.create_user, f"carol-{secrets.token_hex(4)}", password)
+    ).user_id
+    real_send = Transport.send
+    failed: list[str] = []
+
+    async def flaky(self: Transport, request: Any) -> Any:
+        if request.path.endswith("/keys/device_signing/upload") and not failed:
+            failed.append(request.path)
+            raise ServerUnreachable("the homeserver went away", request.path)
+        return await real_send(self, request)
+
+    monkeypatch.setattr(Transport, "send", flaky)
+    profile = ClientProfile(tmp_path / "profiles" / "carol")
+    client = await Client.login(profile, homeserver.client_url, user_id, password, passphrase=PASSPHRASE)
+    try:
+        assert failed  # the upload was attempted and lost
+        assert (await client.identity()).master_key is None
+        saved = await client.crypto.machine.own_cross_signing_keys()
+        assert saved is not None  # the keys were saved before the upload
+    finally:
+        await client.close()
+    client = await Client.open(profile, passphrase=PASSPHRASE)
+    try:
+        me = await client.identity()
+        assert me.master_key == saved.master.public and me.device_signed and me.has_private_keys
+    finally:
+        await client.close()

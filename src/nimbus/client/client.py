@@ -167,7 +167,12 @@ class Client:
             await client.crypto.commit()
             await client.crypto.send_outgoing()  # publish the new device's keys
             if cross_signing:
-                await client._bootstrap(password)
+                try:
+                    await client._bootstrap(password)
+                except Exception as exc:  # the server went away mid-way: finished at the next start
+                    log.warning(
+                        "login: cross-signing not set up yet (%s); retried at next start", type(exc).__name__
+                    )
             return client
         except BaseException:
             if store is not None:

@@ -272,7 +272,8 @@ class ClientCrypto:
         when the user already has an identity made elsewhere: this device then stays unsigned
         until it is verified (a later feature), which `identity()` says.
         """
-        await self.send_outgoing()  # our own keys must be known before deciding
+        await self.machine.mark_tracked_users_outdated([self.machine.user_id])
+        await self.send_outgoing()  # our own keys, fetched now, must be known before deciding
         if not await self.machine.own_identity_known():
             raise CryptoError("our own keys could not be fetched: cannot tell whether we have an identity")
         own = await self.machine.own_cross_signing_keys()
