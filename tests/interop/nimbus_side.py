@@ -45,7 +45,7 @@ class NimbusUser:
         user_id, password = await asyncio.to_thread(register_new_user, server, name)
         return cls(server, user_id, password, tmp_path / "nimbus" / user_id.split(":", 1)[0].lstrip("@"))
 
-    async def device(self, label: str) -> Client:
+    async def device(self, label: str, *, cross_signing: bool = True) -> Client:
         """Log a new nimbus device of this user in (its keys published); the caller closes it."""
         profile = Profile(self.profiles / label)
         return await Client.login(
@@ -55,21 +55,13 @@ class NimbusUser:
             self.password,
             passphrase=PASSPHRASE,
             device_name=f"nimbus-{label}",
+            cross_signing=cross_signing,
         )
 
     async def unsigned_device(self, label: str) -> Client:
         """Log a new nimbus device in without bootstrapping cross-signing (`cross_signing=False`): the
         device stays unsigned by its owner even if the user has no identity yet; the caller closes it."""
-        profile = Profile(self.profiles / label)
-        return await Client.login(
-            profile,
-            self.server.client_url,
-            self.user_id,
-            self.password,
-            passphrase=PASSPHRASE,
-            device_name=f"nimbus-{label}",
-            cross_signing=False,
-        )
+        return await self.device(label, cross_signing=False)
 
 
 async def new_client(server: Homeserver, tmp_path: Path, name: str) -> Client:
