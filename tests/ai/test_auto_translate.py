@@ -26,8 +26,6 @@ from .conftest import OpenStore, raw_store_bytes
 
 ROOM = "!lisbon:example.org"
 OTHER = "!other:example.org"
-# Apertium is installed by scripts/setup.sh: a missing engine fails these tests, it never skips them.
-needs_apertium = pytest.mark.usefixtures()
 
 
 async def test_setting_is_none_until_chosen_then_round_trips_per_room(
@@ -82,7 +80,6 @@ def test_default_language_from_the_locale(
     assert default_language() == expected
 
 
-@needs_apertium
 async def test_skip_rules_same_language_and_unknown_are_not_engine_runs(
     ai_store: MemoryStore | SqliteStore,
 ) -> None:
@@ -97,7 +94,6 @@ async def test_skip_rules_same_language_and_unknown_are_not_engine_runs(
     assert (await service.cached("$en", "en")) is not None and (await service.cached("$en", "en")).cached  # type: ignore[union-attr]
 
 
-@needs_apertium
 async def test_drafts_are_translated_but_never_cached(ai_store: MemoryStore | SqliteStore) -> None:
     service = MessageTranslator(ai_store, ApertiumTranslator())
     draft = await service.translate_text("The cat is black.", "es")
@@ -110,7 +106,6 @@ async def test_drafts_are_translated_but_never_cached(ai_store: MemoryStore | Sq
     assert await ai_store.ai_list(KIND) == []
 
 
-@needs_apertium
 async def test_forget_drops_every_cached_translation_but_not_room_settings(
     ai_store: MemoryStore | SqliteStore,
 ) -> None:
@@ -124,7 +119,6 @@ async def test_forget_drops_every_cached_translation_but_not_room_settings(
     assert await auto_translate(ai_store, ROOM) == AutoTranslate(True, "es")
 
 
-@needs_apertium
 async def test_a_missing_pair_is_not_cached_and_an_unreadable_entry_is_redone(
     ai_store: MemoryStore | SqliteStore,
 ) -> None:

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nimbus.homeserver import Homeserver
+
 
 @dataclass
 class Result:
@@ -76,3 +78,17 @@ def login(profile: Path, url: str, user_id: str, password: str, *extra: str) -> 
 
 NewUser = Callable[..., tuple[str, str]]
 """The `new_user` fixture: `new_user(server, prefix) -> (user_id, password)`."""
+
+
+def two_in_a_room(
+    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
+) -> tuple[Path, str, Path, str, str]:
+    """alice and bob logged in with the CLI, both in a new (encrypted) room alice created."""
+    alice_id, alice_pw = new_user(homeserver, "alice")
+    bob_id, bob_pw = new_user(homeserver, "bob")
+    alice, bob = tmp_path / "alice", tmp_path / "bob"
+    login(alice, homeserver.client_url, alice_id, alice_pw)
+    login(bob, homeserver.client_url, bob_id, bob_pw)
+    room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
+    assert nimbus(bob, "join", room).code == 0
+    return alice, alice_id, bob, bob_id, room

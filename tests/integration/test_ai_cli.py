@@ -8,23 +8,9 @@ from pathlib import Path
 import pytest
 
 from nimbus.homeserver import Homeserver
-from tests.integration.cli import NewUser, login, nimbus
+from tests.integration.cli import NewUser, nimbus, two_in_a_room
 
 pytestmark = pytest.mark.integration
-
-
-def two_in_a_room(
-    homeserver: Homeserver, new_user: NewUser, tmp_path: Path
-) -> tuple[Path, str, Path, str, str]:
-    """alice and bob logged in with the CLI, both in a new (encrypted) room alice created."""
-    alice_id, alice_pw = new_user(homeserver, "alice")
-    bob_id, bob_pw = new_user(homeserver, "bob")
-    alice, bob = tmp_path / "alice", tmp_path / "bob"
-    login(alice, homeserver.client_url, alice_id, alice_pw)
-    login(bob, homeserver.client_url, bob_id, bob_pw)
-    room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
-    assert nimbus(bob, "join", room).code == 0
-    return alice, alice_id, bob, bob_id, room
 
 
 def test_search_finds_encrypted_messages_by_meaning(

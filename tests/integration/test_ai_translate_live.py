@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from nimbus.homeserver import Homeserver
-from tests.integration.cli import NewUser, command, env_with, login, nimbus
+from tests.integration.cli import NewUser, command, env_with, nimbus, two_in_a_room
 
 pytestmark = [pytest.mark.integration]  # Apertium is installed by scripts/setup.sh: never skipped
 
@@ -46,13 +46,7 @@ def _tail_while(profile: Path, args: list[str], send: list[tuple[Path, str, str]
 def test_tail_translates_new_messages_and_the_auto_setting(
     homeserver: Homeserver, new_user: NewUser, tmp_path: Path
 ) -> None:
-    alice_id, alice_pw = new_user(homeserver, "alice")
-    bob_id, bob_pw = new_user(homeserver, "bob")
-    alice, bob = tmp_path / "alice", tmp_path / "bob"
-    login(alice, homeserver.client_url, alice_id, alice_pw)
-    login(bob, homeserver.client_url, bob_id, bob_pw)
-    room = nimbus(alice, "create-room", "--invite", bob_id, "--json").objects[0]["room_id"]
-    assert nimbus(bob, "join", room).code == 0
+    alice, _alice_id, bob, _bob_id, room = two_in_a_room(homeserver, new_user, tmp_path)
 
     spanish = "¿Podemos hablar mañana por la tarde sobre el proyecto?"
     got = _tail_while(bob, [room, "--translate", "--to", "en", "--count", "1"], [(alice, room, spanish)])
