@@ -358,7 +358,7 @@ class Client:
             ident = await self.crypto.machine.user_identity(user_id)
             if not ident.changed:
                 continue
-            if ident.verified or await self.crypto.machine.identity_was_verified(user_id):
+            if ident.was_verified:
                 out.append(
                     f"the identity of {user_id} changed since you verified it: messages to this room "
                     f"are held until you acknowledge it (nimbus trust acknowledge {user_id})"
@@ -624,14 +624,12 @@ class Client:
         )
         if failures:
             raise NimbusError(f"the server refused the signature of device {device_id}")
-        await self.crypto.machine.update_tracked_users([self.user_id])
         await self._fresh_keys(self.user_id)
 
     async def set_device_blocked(self, user_id: str, device_id: str, blocked: bool = True) -> None:
-        """A blocked device gets no room keys (m.room_key.withheld m.blacklisted instead)."""
+        """A blocked device gets no room keys (m.room_key.withheld m.blacklisted instead); a session it
+        already holds is replaced at the next message (the sharing policy's rotation rule)."""
         self.crypto.machine.set_device_blocked(user_id, device_id, blocked)
-        for room_id in await self.store.room_ids("join"):
-            self.crypto.machine.invalidate_group_session(room_id)
         await self.crypto.commit()
 
     @property

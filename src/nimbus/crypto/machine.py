@@ -458,10 +458,6 @@ class OlmMachine:
     async def user_identity(self, user_id: str) -> UserIdentity:
         return await self._identities.user_identity(user_id)
 
-    async def identity_was_verified(self, user_id: str) -> bool:
-        """The user's pinned key was verified and the user now shows another one (sending blocks)."""
-        return await self._identities.verification_violation(user_id)
-
     async def acknowledge_identity(self, user_id: str) -> bool:
         return await self._identities.acknowledge(user_id)
 

@@ -2,8 +2,7 @@
 `trust acknowledge|verify|block|unblock|show`, and `config sharing-mode`.
 
 Each is `async def cmd(args, printer) -> exit code`, like nimbus.apps.cli.commands. They go through
-nimbus.client.Client; the one exception is `devices sign`, which has no Client call yet and drives the
-crypto machine and POST /keys/signatures/upload itself (spec: "Cross-signing",
+nimbus.client.Client (spec: "Cross-signing",
 https://spec.matrix.org/v1.12/client-server-api/#cross-signing). Commands that show trust sync once
 first, so device-list changes (a device newly signed, an identity replaced) are taken into account.
 Failures are NimbusError (exit 1, one line); nothing secret is printed (public keys only).
@@ -13,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 
-from nimbus.api import keys as keys_api
 from nimbus.apps.cli import commands
 from nimbus.apps.cli.output import EXIT_OK, Printer
 from nimbus.apps.cli.trust_output import (
@@ -110,13 +108,7 @@ async def sign_device(args: argparse.Namespace, out: Printer) -> int:
             raise NimbusError(
                 f"{args.device} is not one of your devices with published keys (see 'nimbus devices')"
             )
-        body = await client.crypto.machine.sign_own_device(args.device)
-        await client.crypto.commit()
-        failures = keys_api.parse_upload_signatures(
-            await client.transport.send(keys_api.upload_signatures(body))
-        )
-        if failures:
-            raise NimbusError(f"the server refused the signature of {args.device}: {failures}")
+        await client.sign_own_device(args.device)
         out.result(
             {"type": "device_signed", "user_id": client.user_id, "device_id": args.device},
             f"signed device {args.device}: your other devices and contacts now see it as cross-signed",

@@ -81,8 +81,9 @@ class UserIdentity:
     self_signing_key: str | None
     user_signing_key: str | None
     pinned_master_key: str | None
-    verified: bool
-    changed: bool
+    verified: bool  # the current master key is the pinned one and the user verified it
+    changed: bool  # the current master key is not the pinned one (not yet acknowledged)
+    was_verified: bool = False  # changed, and the pinned key had been verified: sending is held
 
 
 class IdentityManager:
@@ -195,6 +196,7 @@ class IdentityManager:
         master = ident.master_key if ident else None
         pinned = trust.pinned_master if trust else None
         verified = trust is not None and trust.verified and master == pinned
+        changed = master is not None and pinned is not None and master != pinned
         return UserIdentity(
             user_id=user,
             master_key=master,
@@ -202,18 +204,13 @@ class IdentityManager:
             user_signing_key=ident.user_signing_key if ident else None,
             pinned_master_key=pinned,
             verified=verified,
-            changed=master is not None and pinned is not None and master != pinned,
+            changed=changed,
+            was_verified=changed and trust is not None and trust.verified,
         )
 
     async def verification_violation(self, user: str) -> bool:
         """A user we verified now shows another identity, not yet acknowledged."""
-        ident, trust = await self.identity(user), await self.trust(user)
-        return (
-            ident is not None
-            and trust is not None
-            and trust.verified
-            and ident.master_key != trust.pinned_master
-        )
+        return (await self.user_identity(user)).was_verified
 
     def _signed(self, device: DeviceRecord, ssk: str) -> bool:
         sig = str(device.keys_json.get("signatures", {}).get(device.user_id, {}).get(f"ed25519:{ssk}", ""))
