@@ -1,7 +1,8 @@
 """Quality and speed of nimbus's on-device AI layer (language id, embeddings, semantic search).
 
 Run: .venv/bin/python bench/ai_eval.py [--fill 10000] [--embed N]
-Sets (written for nimbus, see their headers): bench/data/langid_chat.tsv (tuning) and langid_heldout.jsonl,
+Sets (written for nimbus, see their headers): bench/data/langid_chat.tsv, langid_heldout.jsonl,
+langid_blind.jsonl (all three tuned on by now) and langid_fresh.jsonl (never tuned on),
 smart_reply_eval.tsv and replies_heldout.jsonl (held-out), bench/data/search_eval.tsv,
 bench/data/translation_chat.tsv.
 Figures, each with a baseline measured in the same run:
@@ -62,20 +63,28 @@ def heldout(name: str) -> list[dict[str, object]]:
     return [item for line in text.splitlines() if line.strip() and "_about" not in (item := json.loads(line))]
 
 
+LANGID_HELD_OUT = (
+    ("langid_heldout", "langid_heldout.jsonl"),
+    ("langid_blind", "langid_blind.jsonl"),
+    ("langid_fresh", "langid_fresh.jsonl"),
+)
+
+
 def langid_sets() -> list[tuple[str, list[tuple[str, str]]]]:
-    """(prefix, [(label, text)]): the tuning set (langid_chat.tsv), the held-out set and the blind set
-    (langid_blind.jsonl, committed before the word-list revision it measures), "-" = None."""
+    """(prefix, [(label, text)]): the tuning set (langid_chat.tsv), the held-out set, the blind set
+    (langid_blind.jsonl, committed before the word-list revision it measures) and the fresh set
+    (langid_fresh.jsonl, committed before the lingua revision it measures; never tuned on), "-" = None."""
     tuning = [(r[0], r[1]) for r in rows("langid_chat.tsv")]
     sets = [("langid", tuning)]
-    for prefix, name in (("langid_heldout", "langid_heldout.jsonl"), ("langid_blind", "langid_blind.jsonl")):
+    for prefix, name in LANGID_HELD_OUT:
         sets.append((prefix, [(str(i["lang"]) if i["lang"] else "-", str(i["text"])) for i in heldout(name)]))
     return sets
 
 
 def eval_langid() -> dict[str, object]:
-    """Language id on the tuning set (langid_chat.tsv: the only set the word lists and thresholds were
-    tuned on), the held-out set (langid_heldout.jsonl) and the blind set (langid_blind.jsonl), neither
-    ever tuned on: right / wrong / abstain."""
+    """Language id on the tuning set (langid_chat.tsv), the held-out set (langid_heldout.jsonl), the
+    blind set (langid_blind.jsonl) and the fresh set (langid_fresh.jsonl, the only one never tuned on):
+    right / wrong / abstain."""
     out: dict[str, object] = {}
     for prefix, data in langid_sets():
         labelled = [(lab, t) for lab, t in data if lab != "-"]
