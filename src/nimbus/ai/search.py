@@ -10,8 +10,9 @@ Owns: `SearchIndex` (add messages, search by meaning) and how an index entry is 
 - Vectors are kept in memory as one float32 matrix; search is brute-force cosine (a matrix-vector
   product), ~1-3 ms over 10,000 messages plus the query's embedding. Stored as float16 (half the
   bytes; the in-memory copy is rounded the same way, so results do not change across a reopen).
-- The index remembers which embedder made its vectors; opened with another one, it starts empty
-  (the old vectors are useless) and the caller re-indexes.
+- The index remembers which embedder made its vectors; opened with another one (another model, or the
+  same model on another engine), it re-embeds the stored messages with the new one, then records the
+  new name last: a crash half-way re-embeds again at the next open, and no message is lost.
 - Embedding runs in a worker thread, never on the event loop, `_BATCH` messages per engine call:
   events decrypted together (one sync batch, across rooms) are embedded together. A text already in
   the index (same words: "ok", "thanks!") reuses its vector instead of being embedded again.
@@ -109,12 +110,13 @@ def _encode(msg: IndexedMessage, vector: npt.NDArray[np.float16]) -> bytes:
     return struct.pack(">I", len(header)) + header + vector.astype("<f2").tobytes()
 
 
-def _decode(value: bytes, dims: int) -> tuple[IndexedMessage, npt.NDArray[np.float32]] | None:
+def _decode(value: bytes, dims: int | None) -> tuple[IndexedMessage, npt.NDArray[np.float32]] | None:
+    """An entry's message and vector; None if malformed or (with `dims`) the vector has another size."""
     try:
         (size,) = struct.unpack_from(">I", value)
         header = json.loads(value[4 : 4 + size].decode("utf-8"))
         vector = np.frombuffer(value[4 + size :], dtype="<f2")
-        if vector.shape != (dims,):
+        if dims is not None and vector.shape != (dims,):
             return None
         msg = IndexedMessage(
             str(header["r"]), str(header["e"]), str(header["s"]), int(header["t"]), str(header["x"])
@@ -157,14 +159,27 @@ class SearchIndex:
 
     async def _load(self) -> None:
         model = await self._store.ai_get(META, "model")
-        if model is None or model.decode("utf-8", "replace") != self._embedder.name:
-            await self._store.ai_delete_all(ENTRY)
-            await self._store.ai_put(META, "model", self._embedder.name.encode("utf-8"))
-            return
         rows = await self._store.ai_list(ENTRY)
+        if model is None or model.decode("utf-8", "replace") != self._embedder.name:
+            await self._reembed(rows)
+            return
         decoded = [d for _, value in rows if (d := _decode(value, self._dims)) is not None]
         decoded.sort(key=lambda d: (d[0].ts, d[0].room_id, d[0].event_id))
         self._append([d[0] for d in decoded], [d[1] for d in decoded])
+
+    async def _reembed(self, rows: list[tuple[str, bytes]]) -> None:
+        """Entries made by another embedder: embed their messages again (same keys, overwritten in
+        place), drop the unreadable ones, and only then record this embedder's name."""
+        messages = []
+        for key, value in rows:
+            decoded = _decode(value, None)
+            if decoded is None:
+                await self._store.ai_delete(ENTRY, key)
+            else:
+                messages.append(decoded[0])
+        messages.sort(key=lambda m: (m.ts, m.room_id, m.event_id))
+        await self.add_many(messages)
+        await self._store.ai_put(META, "model", self._embedder.name.encode("utf-8"))
 
     def _append(self, messages: Sequence[IndexedMessage], vectors: Sequence[npt.NDArray[np.float32]]) -> None:
         if not messages:
