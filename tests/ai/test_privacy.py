@@ -88,7 +88,7 @@ def block_sockets(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 
 
 async def test_socket_creation_blocked_in_process(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(embeddings, "_model", None)  # load the model again, under the block
+    monkeypatch.setattr(embeddings, "_engines", {})  # load the model again, under the block
     attempts = block_sockets(monkeypatch)
 
     ident = registry.language_identifier()
