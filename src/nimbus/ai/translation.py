@@ -18,6 +18,10 @@ message's language, translates it, caches the result by (event id, target langua
   = [event id, target]) so it is encrypted at rest with the store's key; event ids are immutable, so
   a cached translation stays valid (an edit is a new event). Never logs message text.
 - The subprocess runs in a worker thread, never on the event loop.
+- Apertium is literal and chat is not: by default (`chat_aware=True`) every text goes through
+  `nimbus.ai.translation_chat` (abbreviations expanded, URLs/mentions/emoji/numbers/code protected by
+  placeholders and put back verbatim, case and Spanish marks cleaned up). `chat_aware=False` gives
+  Apertium's own output (the benchmark's baseline).
 - A room's auto-translate choice (`AutoTranslate`) is a local setting, never sent anywhere: one AI
   object (kind "translation-auto", item = room id), so it too is encrypted at rest.
 """
@@ -34,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nimbus.ai import translation_chat
 from nimbus.ai.interfaces import CapabilityMissing, LanguageIdentifier, Translator
 from nimbus.store.base import AiStore
 from nimbus.types.errors import NimbusError
@@ -113,8 +118,10 @@ class ApertiumTranslator:
         executable: str | None = None,
         modes_dir: str | os.PathLike[str] | None = None,
         timeout: float = 60.0,
+        chat_aware: bool = True,
     ) -> None:
         self.executable = executable
+        self.chat_aware = chat_aware
         self.modes_dir = Path(modes_dir) if modes_dir is not None else None
         self.timeout = timeout
         self._modes: dict[tuple[str, str], str] | None = None
@@ -190,18 +197,33 @@ class ApertiumTranslator:
 
     def translate(self, text: str, source: str, target: str) -> str:
         mode = self.mode_for(source, target)
-        return self._run(["-u", mode], text, source, target).strip()
+        if not self.chat_aware:
+            return self._run(["-u", mode], text, source, target).strip()
+        prepared = translation_chat.prepare(text, source, target)
+        if prepared.empty:  # only emoji, links, numbers...: nothing for the engine
+            return translation_chat.finish(prepared, prepared.text)
+        return translation_chat.finish(prepared, self._run(["-u", mode], prepared.text, source, target))
 
     def translate_many(self, texts: Sequence[str], source: str, target: str) -> list[str]:
         """Several texts in one engine run (Apertium's start-up is most of a short message's cost)."""
-        if len(texts) <= 1 or any(_SEPARATOR in t for t in texts):
-            return [self.translate(t, source, target) for t in texts]
+        self.mode_for(source, target)  # a missing pair is an error even when no text needs the engine
+        if not self.chat_aware:
+            return [p.strip() for p in self._run_many(list(texts), source, target)]
+        prepared = [translation_chat.prepare(t, source, target) for t in texts]
+        todo = [p for p in prepared if not p.empty]
+        outs = iter(self._run_many([p.text for p in todo], source, target))
+        return [translation_chat.finish(p, p.text if p.empty else next(outs)) for p in prepared]
+
+    def _run_many(self, texts: list[str], source: str, target: str) -> list[str]:
+        """The engine's raw output for each text, in one run when the separator survives."""
         mode = self.mode_for(source, target)
+        if len(texts) <= 1 or any(_SEPARATOR in t for t in texts):
+            return [self._run(["-u", mode], t, source, target) for t in texts]
         joined = f"\n\n{_SEPARATOR}\n\n".join(texts)
         parts = _SPLIT.split(self._run(["-u", mode], joined, source, target))
         if len(parts) != len(texts):  # the separator did not survive: one run each
-            return [self.translate(t, source, target) for t in texts]
-        return [p.strip() for p in parts]
+            return [self._run(["-u", mode], t, source, target) for t in texts]
+        return parts
 
 
 _SEPARATOR = "[[nimbus-sep]]"  # passes through Apertium unchanged (checked: punctuation and unknown word)
