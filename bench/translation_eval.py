@@ -9,7 +9,8 @@ and never tuned on.
 Figures per set and direction: corpus chrF and BLEU (sacrebleu==2.6.0, default settings: case-sensitive)
 of raw Apertium (`ApertiumTranslator(chat_aware=False)`, the baseline) and of the chat-aware default,
 their ratio (chat / raw), p50 latency of one message through each (one engine run per message, as a
-message arrives), and how many messages lost a URL, mention, emoji, number or code span.
+message arrives; mostly Apertium's start-up, noisy on a busy machine), p50 of the layer's own work
+(prepare + finish, no engine), and how many messages lost a URL, mention, emoji, number or code span.
 The last line is one JSON object with every figure.
 """
 
@@ -41,15 +42,16 @@ def _p50(values: list[float]) -> float:
 
 def _lost(source: str, output: str) -> bool:
     """Whether a token that must pass unchanged (URL, mention, room, emoji, number, code) is missing."""
-    from nimbus.ai.translation_chat import _VERBATIM
+    from nimbus.ai.translation_chat import VERBATIM
 
-    return any(t not in output for t in (m.group(0) for m in _VERBATIM.finditer(source)))
+    return any(t not in output for t in (m.group(0) for m in VERBATIM.finditer(source)))
 
 
 def eval_translation_chat() -> dict[str, object]:
     """chrF/BLEU of raw Apertium vs the chat-aware default, per set and direction (see the docstring)."""
     import sacrebleu  # bench-only dependency: sacrebleu==2.6.0
 
+    from nimbus.ai import translation_chat
     from nimbus.ai.translation import ApertiumTranslator
 
     engines = {"raw": ApertiumTranslator(chat_aware=False), "chat": ApertiumTranslator()}
@@ -71,6 +73,13 @@ def eval_translation_chat() -> dict[str, object]:
             out[f"{tag}_{kind}_messages_losing_tokens"] = sum(
                 _lost(t, h) for t, h in zip(texts, hyps, strict=True)
             )
+        layer = []
+        for text in texts:
+            t0 = time.perf_counter()
+            prepared = translation_chat.prepare(text, source, target)
+            translation_chat.finish(prepared, prepared.text)
+            layer.append((time.perf_counter() - t0) * 1000)
+        out[f"{tag}_layer_only_p50_ms"] = round(_p50(layer), 2)
         for metric in ("chrf", "bleu"):
             raw, chat = out[f"{tag}_raw_{metric}"], out[f"{tag}_chat_{metric}"]
             assert isinstance(raw, float) and isinstance(chat, float)
