@@ -6,8 +6,10 @@ registry tests run everywhere.
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -47,3 +49,15 @@ async def ai_store(
 def raw_store_bytes(folder: Path, prefix: str) -> bytes:
     """The raw bytes of a SQLite store and its -wal/-shm files (what an attacker with the disk reads)."""
     return b"".join(p.read_bytes() for p in sorted(folder.iterdir()) if p.name.startswith(prefix))
+
+
+class CountingRun:
+    """Wraps subprocess.run in the translation module, counting engine runs."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self._real = subprocess.run
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        return self._real(*args, **kwargs)

@@ -9,7 +9,6 @@ import argparse
 import io
 import json
 import socket
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from nimbus.apps.cli import ai_translate
 from nimbus.apps.cli.output import Printer
 from nimbus.store import MemoryStore, SqliteStore
 
-from .conftest import OpenStore, raw_store_bytes
+from .conftest import CountingRun, OpenStore, raw_store_bytes
 
 CANARY = "Zorbleflux7q"  # unknown to Apertium: passed through `-u` unchanged
 
@@ -30,18 +29,6 @@ CANARY = "Zorbleflux7q"  # unknown to Apertium: passed through `-u` unchanged
 @pytest.fixture(scope="module")
 def apertium() -> ApertiumTranslator:
     return ApertiumTranslator()
-
-
-class CountingRun:
-    """Wraps subprocess.run in the translation module, counting engine runs."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self._real = subprocess.run
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self._real(*args, **kwargs)
 
 
 def test_installed_pairs_are_discovered(apertium: ApertiumTranslator) -> None:

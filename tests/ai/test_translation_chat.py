@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from typing import Any
 
 import pytest
 import sacrebleu
@@ -17,6 +16,8 @@ import sacrebleu
 from nimbus.ai import translation
 from nimbus.ai.translation import ApertiumTranslator
 from nimbus.ai.translation_chat import VERBATIM, prepare
+
+from .conftest import CountingRun
 
 PAIRS = [("en", "es"), ("es", "en"), ("en", "ca"), ("ca", "en"), ("es", "ca"), ("ca", "es")]
 TOKENS = [
@@ -41,18 +42,6 @@ def chat() -> ApertiumTranslator:
 @pytest.fixture(scope="module")
 def raw() -> ApertiumTranslator:
     return ApertiumTranslator(chat_aware=False)
-
-
-class CountingRun:
-    """Wraps subprocess.run in the translation module, counting engine runs."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-        self._real = subprocess.run
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        self.calls += 1
-        return self._real(*args, **kwargs)
 
 
 def apertium(mode: str, text: str) -> str:
