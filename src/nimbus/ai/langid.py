@@ -18,8 +18,9 @@ Owns: `FastTextLanguageIdentifier`, the short-text strategy around it and its wo
 - Short text is where the model alone fails (three words; close languages), so its top guesses are
   combined with evidence it lacks, all in data/langid_words.json and written from general knowledge
   of each language, not from an evaluation set:
-  * words: the ~150-340 most common chat words of each language (function words, pronouns, chat
-    spellings such as "vc", "cmq"); a word in k lists counts 1/k for each. Each word's accentless
+  * words: the ~650-1300 most common chat words of each language (Catalan ~360): function words,
+    pronouns, frequent verb forms, everyday nouns, greetings, chat spellings and slang such as "vc",
+    "cmq", "idd"; a word in k lists counts 1/k for each. Each word's accentless
     spelling ("não" -> "nao", "perché" -> "perche"; German also "für" -> "fuer") counts too, unless
     it is a listed word of some language ("för" -> "for" is English).
   * cues: for a word in no list, spellings typical of a language (pt "ção/nh/lh", it "zz/gli/-iamo",
