@@ -73,13 +73,16 @@ LANGID_HELD_OUT = (
     ("langid_heldout", "langid_heldout.jsonl"),
     ("langid_blind", "langid_blind.jsonl"),
     ("langid_fresh", "langid_fresh.jsonl"),
+    ("langid_fresh2", "langid_fresh2.jsonl"),
 )
 
 
 def langid_sets() -> list[tuple[str, list[tuple[str, str]]]]:
     """(prefix, [(label, text)]): the tuning set (langid_chat.tsv), the held-out set, the blind set
     (langid_blind.jsonl, committed before the word-list revision it measures) and the fresh set
-    (langid_fresh.jsonl, committed before the lingua revision it measures; never tuned on), "-" = None."""
+    (langid_fresh.jsonl, committed before the lingua revision it measures; never tuned on) and the second
+    fresh set (langid_fresh2.jsonl, written before the word-list expansion by someone who had not seen the
+    lists; never tuned on), "-" = None."""
     tuning = [(r[0], r[1]) for r in rows("langid_chat.tsv")]
     sets = [("langid", tuning)]
     for prefix, name in LANGID_HELD_OUT:
