@@ -45,6 +45,7 @@ from nimbus.ai.catchup import catch_up
 from nimbus.ai.embeddings import E5Embedder
 from nimbus.ai.interfaces import Translator
 from nimbus.ai.langid import FastTextLanguageIdentifier
+from nimbus.ai.langid import _predict as langid_predict
 from nimbus.ai.replies import ChatLine, SmartReplies, intents
 from nimbus.ai.search import IndexedMessage, SearchIndex
 from nimbus.store import SqliteStore
@@ -124,7 +125,7 @@ def eval_langid() -> dict[str, object]:
             )
         # Baseline: the same model's raw top-1, no cleaning, no thresholds, no word evidence.
         detector = FastTextLanguageIdentifier()._load()
-        top1 = [detector.detect(t.lower(), model="lite", k=1)[0]["lang"] for _, t in labelled]
+        top1 = [langid_predict(detector, t.lower(), k=1)[0][0] for _, t in labelled]
         base = sum(g == lab for g, (lab, _) in zip(top1, labelled, strict=True))
         out[f"{prefix}_baseline_raw_top1_accuracy"] = round(base / len(labelled), 4)
         out[f"{prefix}_baseline_raw_top1_wrong"] = round(1 - base / len(labelled), 4)
@@ -235,7 +236,7 @@ async def eval_search(fill: int, embed_n: int) -> dict[str, object]:
         rest = fill - len(index)
         if rest > 0:
             rnd = np.random.default_rng(1)
-            vectors = rnd.standard_normal((rest, 384)).astype(np.float32)
+            vectors = rnd.standard_normal((rest, 384), dtype=np.float32)
             vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
             index._append(
                 [IndexedMessage("!fill", f"$f{i}", "@u:x", 0, "filler") for i in range(rest)],

