@@ -48,10 +48,12 @@ def _p50(values: list[float]) -> float:
 
 
 def _lost(source: str, output: str) -> bool:
-    """Whether a token that must pass unchanged (URL, mention, room, emoji, number, code) is missing."""
-    from nimbus.ai.translation_chat import VERBATIM
+    """Whether a token that must pass unchanged (URL, mention, room, emoji, number, code) is missing.
+    Chat words written with digits ("salu2", "gr8") are meant to be translated, not kept."""
+    from nimbus.ai.translation_chat import EN_ABBREV, ES_ABBREV, VERBATIM
 
-    return any(t not in output for t in (m.group(0) for m in VERBATIM.finditer(source)))
+    kept = (m.group(0) for m in VERBATIM.finditer(source))
+    return any(t not in output for t in kept if t.lower() not in EN_ABBREV and t.lower() not in ES_ABBREV)
 
 
 def eval_translation_chat() -> dict[str, object]:
