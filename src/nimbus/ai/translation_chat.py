@@ -19,14 +19,19 @@ translation shown), used by `ApertiumTranslator` for every pair. Rules:
   mirrors the source: a lower-case message stays lower-case), Spanish opening marks (¿ ¡) and a few
   systematic errors of Apertium (ser for estar; "Where you are?"; "Can help me?").
 - Tuned only on bench/data/translation_chat.tsv and hand-made examples, never on the held-out sets.
-- Pure functions on strings: no engine runs, no I/O, never logs text.
+- The word tables (abbreviations, chat formulas per pair, prepositions before times, irregular pasts,
+  question words, ...) are data/translation_chat.json, read once at import; the rules are here.
+- Pure functions on strings: no engine runs, no I/O but that one read, never logs text.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
-from functools import partial
+from functools import cache, partial
+from pathlib import Path
+from typing import Any
 
 _L = "A-Za-zÀ-ÖØ-öø-ÿ"  # letters of the Latin-script languages of the installed pairs
 _UP = "A-ZÀ-ÖØ-Þ"
@@ -54,121 +59,43 @@ _LEAD = re.compile(rf"(?:\s*(?:{EMOJI}|{EMOTICON}))+\s*")
 _TRAIL = re.compile(rf"(?<!\s)\s*(?:(?:{EMOJI}|{EMOTICON})\s*)+$")
 
 
-def _table(spec: str, sep: str = "|", eq: str = "=") -> dict[str, str]:
-    return {k.strip(): v.strip() for k, _, v in (p.partition(eq) for p in spec.split(sep)) if k.strip()}
+_DATA = Path(__file__).resolve().parent / "data" / "translation_chat.json"
 
 
-EN_ABBREV = _table(
-    "u=you|r=are|pls=please|plz=please|thx=thanks|thnx=thanks|thanx=thanks|ty=thank you|"
-    "tysm=thank you so much|tmrw=tomorrow|tmr=tomorrow|tmw=tomorrow|2moro=tomorrow|2morrow=tomorrow|"
-    "2day=today|2nite=tonight|tonite=tonight|b4=before|l8r=later|gr8=great|msg=message|msgs=messages|"
-    "pic=photo|pics=photos|idk=I don't know|dunno=don't know|idc=I don't care|btw=by the way|"
-    "tbh=to be honest|imo=in my opinion|imho=in my opinion|rn=right now|atm=at the moment|"
-    "asap=as soon as possible|brb=be right back|omg=oh my god|omw=on my way|nvm=never mind|np=no problem|"
-    "bc=because|bcs=because|cuz=because|coz=because|w/=with|w/o=without|ppl=people|bday=birthday|"
-    "congrats=congratulations|mins=min|hr=hour|hrs=hours|secs=seconds|sry=sorry|srry=sorry|soz=sorry|k=ok|"
-    "kk=ok|okey=okay|abt=about|thru=through|tho=though|wknd=weekend|nite=night|gn=good night|"
-    "gm=good morning|ofc=of course|convo=conversation|fav=favourite|fave=favourite|prob=probably|"
-    "probs=probably|def=definitely|defo=definitely|cya=see you|wyd=what are you doing|hbu=how about you|"
-    "wbu=how about you|fyi=for your information|smth=something|sth=something|im=I'm|ive=I've|dont=don't|"
-    "cant=can't|wont=won't|didnt=didn't|doesnt=doesn't|isnt=isn't|arent=aren't|wasnt=wasn't|werent=weren't|"
-    "havent=haven't|hasnt=hasn't|couldnt=couldn't|shouldnt=shouldn't|wouldnt=wouldn't|youre=you're|"
-    "thats=that's|whats=what's|wheres=where's|hows=how's|whos=who's|theres=there's|gonna=going to|"
-    "wanna=want to|gotta=have to|kinda=kind of|sorta=sort of|gimme=give me|lemme=let me|luv=love|txt=text|"
-    "jk=just kidding|ily=I love you|lmk=let me know|ttyl=talk to you later"
-)
-ES_ABBREV = _table(  # chat spellings; accents where the bare word does not exist
-    "q=que|k=que|ke=que|qe=que|porq=porque|x=por|xfa=por favor|porfa=por favor|porfi=por favor|"
-    "porfis=por favor|plis=por favor|tb=también|tmb=también|tbn=también|tmbn=también|d=de|"
-    "ntp=no te preocupes|tqm=te quiero mucho|tq=te quiero|bss=besos|msj=mensaje|msjs=mensajes|"
-    "finde=fin de semana|cumple=cumpleaños|mñn=mañana|mñna=mañana|manana=mañana|salu2=saludos|grax=gracias|"
-    "vdd=verdad|xo=pero|bn=bien|toy=estoy|tas=estás|dsp=después|dps=después|hrs=horas|mins=min|"
-    "seg=segundos|aki=aquí|aqui=aquí|alli=allí|ahi=ahí|asi=así|despues=después|tambien=también|"
-    "ademas=además|ojala=ojalá|adios=adiós|perdon=perdón|movil=móvil|telefono=teléfono|numero=número|"
-    "musica=música|pelicula=película|peliculas=películas|rapido=rápido|facil=fácil|dificil=difícil|"
-    "cafe=café|bateria=batería|dia=día|dias=días|todavia=todavía|frio=frío|sabado=sábado|"
-    "miercoles=miércoles|jamas=jamás|mas=más|sera=será|estara=estará|tendra=tendrá|podra=podrá|habra=habrá|"
-    "mama=mamá|llamame=llámame|podeis=podéis|podais=podáis|teneis=tenéis|sabeis=sabéis|quereis=queréis|"
-    "estais=estáis|examenes=exámenes|quizas=quizás|portatil=portátil|increible=increíble|ningun=ningún|"
-    "algun=algún|segun=según|estare=estaré|estaras=estarás|sere=seré|seras=serás|tendre=tendré|"
-    "tendras=tendrás|podre=podré|podras=podrás|hare=haré|haras=harás|ire=iré|iras=irás|saldre=saldré|"
-    "llegare=llegaré|llamare=llamaré|avisare=avisaré|mandare=mandaré"
-)
-_EN_DOUBLE = frozenset(
-    "good cool soon too see sorry need feel all well off still will sleep miss hello bless food mood sweet"
-    " free agree book look yummy kill call tell full fall small really finally totally little pretty better"
-    " happy funny boo wee".split()
-)
-_YOURE_NEXT = frozenset(
-    "right welcome wrong late so the a an not going gonna coming such too very still being sure kidding"
-    " joking crazy amazing awesome funny here there back done ok okay".split()
-)
-_DAYS = frozenset(
-    "monday tuesday wednesday thursday friday saturday sunday january february april june july august"
-    " september october november december".split()
-)
-_PAST = _table(
-    "see=saw|eat=ate|get=got|go=went|do=did|have=had|make=made|take=took|tell=told|say=said|hear=heard|buy="
-    "bought|find=found|send=sent|bring=brought|leave=left|forget=forgot|sleep=slept|read=read|write=wrote"
-    "|give=gave|come=came|know=knew|think=thought|pay=paid|meet=met|lose=lost|win=won|feel=felt|speak=spoke"
-    "|understand=understood|drink=drank|drive=drove|break=broke|catch=caught|put=put|run=ran|sit=sat|spend="
-    "spent|wake=woke|fly=flew|swim=swam|sing=sang|begin=began|wear=wore|sell=sold|teach=taught"
-)
-_NUM_WORDS = "one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve"
-_ES_NUM_WORDS = "una|dos|tres|cuatro|cinco|seis|siete|ocho|nueve|diez|once|doce"
+@cache
+def _data() -> dict[str, Any]:
+    """The word tables (data/translation_chat.json), read once."""
+    data: dict[str, Any] = json.loads(_DATA.read_text(encoding="utf-8"))
+    return data
+
+
+def _pairs(tables: dict[str, dict[str, str]]) -> dict[tuple[str, str], dict[str, str]]:
+    """{"en-es": table} -> {("en", "es"): table}"""
+    out: dict[tuple[str, str], dict[str, str]] = {}
+    for key, table in tables.items():
+        source, _, target = key.partition("-")
+        out[(source, target)] = dict(table)
+    return out
+
+
+EN_ABBREV: dict[str, str] = dict(_data()["abbrev"]["en"])
+# Spanish chat spellings; accents where the bare word does not exist
+ES_ABBREV: dict[str, str] = dict(_data()["abbrev"]["es"])
+_EN_DOUBLE: frozenset[str] = frozenset(_data()["en_double"])
+_YOURE_NEXT: frozenset[str] = frozenset(_data()["youre_next"])
+_DAYS: frozenset[str] = frozenset(_data()["days"])
+_PAST: dict[str, str] = dict(_data()["past"])
+_NUM_WORDS: str = "|".join(_data()["num_words"]["en"])
+_ES_NUM_WORDS: str = "|".join(_data()["num_words"]["es"])
 # Chat formulas, in the order tried (longer first): normalised source (a regex, case-insensitive, whole
 # words) => the target's text. "^" marks one that counts only as a whole clause.
-PHRASES: dict[tuple[str, str], dict[str, str]] = {
-    ("en", "es"): _table(
-        "what time=>qué hora;thank you (?:so|very) much for=>muchas gracias por;"
-        "thanks (?:so much |a lot )?for=>gracias por;"
-        "thank you for=>gracias por;thank you so much=>muchas gracias;thanks so much=>muchas gracias;"
-        "thank you very much=>muchas gracias;thanks a lot=>muchas gracias;thank you=>gracias;"
-        "thanks=>gracias;please=>por favor;I(?:'m| am) so sorry=>lo siento mucho;"
-        "I(?:'m| am) sorry=>lo siento;so sorry=>lo siento mucho;sorry=>perdón;good morning=>buenos días;"
-        "good afternoon=>buenas tardes;good evening=>buenas tardes;good night=>buenas noches;"
-        "see you tomorrow=>hasta mañana;see you later=>hasta luego;see you soon=>hasta pronto;"
-        "see you=>nos vemos;happy birthday=>feliz cumpleaños;happy new year=>feliz año nuevo;"
-        "merry christmas=>feliz navidad;congratulations on=>enhorabuena por;congratulations=>enhorabuena;"
-        "no problem=>no hay problema;never mind=>no importa;oh my god=>dios mío;lol=>jaja;lmao=>jajaja;"
-        "ha(?:ha)+=>jaja;hehe=>jeje;don't worry=>no te preocupes;let's go=>vamos;good luck=>buena suerte;"
-        "you're welcome=>de nada;take care=>cuídate;of course=>claro;I miss you=>te echo de menos;"
-        "miss you=>te echo de menos;I love you=>te quiero;love you=>te quiero;"
-        "I love(?= (?:it|this|that|the|your|my|these|those)\\b)=>me encanta;"
-        "I like(?= (?:it|this|that|the|your|my)\\b)=>me gusta;(?:I'm|I am) on my way=>voy de camino;"
-        "on my way=>voy de camino;(?:I'm|I am) running late=>llego tarde;running late=>llego tarde;"
-        "(?:I'll|I will) be right back=>ahora vuelvo;be right back=>ahora vuelvo;how are you=>cómo estás;"
-        "where are you=>dónde estás;(?:are )?you ok(?:ay)?=>estás bien;(?:are )?you there=>estás ahí;"
-        "(?:are )?you free=>estás libre;guys=>chicos;^cool=>genial;^nice=>genial;^great=>genial;"
-        "^awesome=>genial;^sounds good=>me parece bien;^yeah=>sí;^yep=>sí;^nope=>no;^hey=>oye",
-        ";",
-        "=>",
-    ),
-    ("es", "en"): _table(
-        "muchas gracias por=>thank you very much for;muchas gracias=>thank you very much;"
-        "gracias por=>thank you for;^gracias=>thanks;por favor=>please;perdón=>sorry;^perdona=>sorry;"
-        "lo siento mucho=>I'm so sorry;de nada=>you're welcome;no pasa nada=>no problem;"
-        "no te preocupes=>don't worry;^venga=>come on;^claro=>of course;qué pasa=>what's up;"
-        "^qué tal=>how are you;"
-        "(?<!no )(?<!qué )(?<!que )(?<!cuánto )(?<!cuanto )(?<!más )vale(?! la pena)=>ok;^genial=>great;"
-        "^guay=>cool;^qué bien=>great;buenas noches=>good night;buenos días=>good morning;"
-        "buenas tardes=>good afternoon;hasta mañana=>see you tomorrow;hasta luego=>see you later;"
-        "hasta pronto=>see you soon;nos vemos=>see you;te quiero=>I love you;te echo de menos=>I miss you;"
-        "me encantan?=>I love;me gustan?=>I like;feliz cumpleaños=>happy birthday;"
-        "enhorabuena=>congratulations;felicidades=>congratulations;jajaja(?:ja)*=>hahaha;jaja=>haha;"
-        "jeje(?:je)*=>hehe;ojalá=>hopefully;^oye=>hey;"
-        "(?<=[\\w\\]] )(?<!la )(?<!esta )(?<!una )(?<!cada )mañana(?! por)=>tomorrow",
-        ";",
-        "=>",
-    ),
-}
+PHRASES: dict[tuple[str, str], dict[str, str]] = _pairs(_data()["phrases"])
 _TIME = re.compile(r"\d{1,2}(?:[:.]\d\d)?\s?(?:[ap]\.?m\.?|h)?", re.I)
+_TIME_WORDS = _pairs(_data()["time_preps"])
 _TIME_PREPS = {  # a preposition before a clock time (Apertium: "en 5", "to the 10", "antes de que 8")
-    ("en", "es"): (_table("at=a las|before=antes de las|after=después de las|until=hasta las|till=hasta las"
-                          "|by=para las|from=desde las"), "", _NUM_WORDS, r"(?: o'clock)?"),
-    ("es", "en"): (_table("a=at|antes de=before|después de=after|despues de=after|hasta=until|desde=from"
-                          "|para=by"), r" las?", _ES_NUM_WORDS, ""),
-}  # fmt: skip
+    ("en", "es"): (_TIME_WORDS[("en", "es")], "", _NUM_WORDS, r"(?: o'clock)?"),
+    ("es", "en"): (_TIME_WORDS[("es", "en")], r" las?", _ES_NUM_WORDS, ""),
+}
 
 
 @dataclass
@@ -297,10 +224,7 @@ def _normalise_en(text: str) -> str:
                   lambda m: f"{m.group(1)} {_past(m.group(2))}", text, flags=re.I)  # fmt: skip
 
 
-_ES_QWORDS = _table(
-    "que=qué|como=cómo|donde=dónde|cuando=cuándo|cuanto=cuánto|cuanta=cuánta|cuantos=cuántos|cuantas="
-    "cuántas|quien=quién|quienes=quiénes|cual=cuál|cuales=cuáles|adonde=adónde"
-)
+_ES_QWORDS: dict[str, str] = dict(_data()["es_qwords"])
 _ES_STATE_ADJ = (  # what follows estar, never ser: a state, a gerund
     r"(?:bien|mal|list[oa]s?|cansad[oa]s?|ocupad[oa]s?|enferm[oa]s?|loc[oa]s?|rot[oa]s?|arreglad[oa]s?|"
     r"llen[oa]s?|abiert[oa]s?|cerrad[oa]s?|content[oa]s?|despiert[oa]s?|dormid[oa]s?|enfadad[oa]s?|"
@@ -427,8 +351,7 @@ def _fix_case(out: str, prep: Prepared) -> str:
     return "".join(chars)
 
 
-_SER = _table("soy=estoy|eres=estás|es=está|somos=estamos|sois=estáis|son=están|seré=estaré|serás=estarás"
-              "|será=estará|seremos=estaremos|serán=estarán")  # fmt: skip
+_SER: dict[str, str] = dict(_data()["ser_estar"])
 
 
 def _fix_es(out: str) -> str:
@@ -449,11 +372,8 @@ def _fix_es(out: str) -> str:
     return out
 
 
-_QSTART = {  # words that open a question clause, per source language (for where ¿ goes)
-    "en": "are|is|am|do|does|did|can|could|will|would|shall|should|have|has|may|must|you|where|what|when|why"
-    "|how|who|which|r|u|wanna|want|anyone|anybody|someone|somebody|any",
-    "ca": "com|on|què|que|quan|qui|quin|quina|quins|quines|per què|quant|quanta|quants|quantes|vols|voleu"
-    "|pots|podeu|puc|tens|teniu|ets|estàs|esteu|hi ha|véns|veniu",
+_QSTART: dict[str, str] = {  # words that open a question clause, per source language (for where ¿ goes)
+    lang: "|".join(words) for lang, words in _data()["question_starts"].items()
 }
 
 
