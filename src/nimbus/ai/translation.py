@@ -196,13 +196,7 @@ class ApertiumTranslator:
         return done.stdout
 
     def translate(self, text: str, source: str, target: str) -> str:
-        mode = self.mode_for(source, target)
-        if not self.chat_aware:
-            return self._run(["-u", mode], text, source, target).strip()
-        prepared = translation_chat.prepare(text, source, target)
-        if prepared.empty:  # only emoji, links, numbers...: nothing for the engine
-            return translation_chat.finish(prepared, prepared.text)
-        return translation_chat.finish(prepared, self._run(["-u", mode], prepared.text, source, target))
+        return self.translate_many([text], source, target)[0]
 
     def translate_many(self, texts: Sequence[str], source: str, target: str) -> list[str]:
         """Several texts in one engine run (Apertium's start-up is most of a short message's cost)."""
@@ -210,7 +204,7 @@ class ApertiumTranslator:
         if not self.chat_aware:
             return [p.strip() for p in self._run_many(list(texts), source, target)]
         prepared = [translation_chat.prepare(t, source, target) for t in texts]
-        todo = [p for p in prepared if not p.empty]
+        todo = [p for p in prepared if not p.empty]  # only emoji, links, numbers...: no engine run
         outs = iter(self._run_many([p.text for p in todo], source, target))
         return [translation_chat.finish(p, p.text if p.empty else next(outs)) for p in prepared]
 
