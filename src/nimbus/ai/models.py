@@ -72,7 +72,8 @@ def models_dir() -> Path:
     return Path(base) / "nimbus" / "models"
 
 
-def _ensure_dir() -> Path:
+def ensure_models_dir() -> Path:
+    """The models directory, created (mode 0700) if missing."""
     root = models_dir()
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
     return root
@@ -330,7 +331,7 @@ def install(
     name = name or default_name(src)
     if not _NAME.fullmatch(name):
         raise ModelError(f"not a valid model name: {name!r} (letters, digits, '.', '_', '-')")
-    root = _ensure_dir()
+    root = ensure_models_dir()
     final = root / name
     if final.exists() and not force:
         raise ModelError(f"a model named {name} is installed: `nimbus ai remove {name}` first, or --force")
